@@ -1,0 +1,18 @@
+"""bitnas: neural architecture and bit-width search with analytical hardware cost models."""
+
+__version__ = "0.1.0"
+
+from bitnas.errors import BitnasError, SpecError  # noqa: E402
+from bitnas.plan import Candidate, LayerQuant, QuantPlan  # noqa: E402
+from bitnas.spec import StudySpec, load_spec  # noqa: E402
+
+__all__ = [
+    "BitnasError",
+    "Candidate",
+    "LayerQuant",
+    "QuantPlan",
+    "SpecError",
+    "StudySpec",
+    "__version__",
+    "load_spec",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from bitnas.cli import main
+
+sys.exit(main())

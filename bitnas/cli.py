@@ -1,0 +1,147 @@
+"""The ``bitnas`` command line: search, pareto, rebuild, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import NoReturn
+
+from bitnas.errors import BitnasError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
+        self.exit(2, f"bitnas: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _spec_path(arg: str) -> Path:
+    """A spec file, or the name of a bundled experiment (``quickstart``)."""
+    p = Path(arg)
+    if p.exists() or p.suffix == ".toml":
+        return p
+    bundled = resources.files("bitnas.experiments").joinpath(f"{arg}.toml")
+    return Path(str(bundled)) if bundled.is_file() else p
+
+
+def _open_existing(target: str, study_name: str | None):
+    import optuna
+
+    from bitnas.search.storage import open_storage, pick_study, resolve_storage
+    from bitnas.search.study import spec_of
+
+    url = resolve_storage(target)
+    storage = open_storage(url)
+    name = pick_study(storage, url, study_name)
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study, spec_of(study), url
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from bitnas.search.study import run_search, summary
+    from bitnas.spec import load_spec
+
+    spec = load_spec(_spec_path(args.spec))
+    spec = spec.replace(trials=args.trials, seed=args.seed, sampler=args.sampler)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+
+    def on_term(signum, frame):  # a killed run marks its trial FAIL instead of leaving it RUNNING
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_search(spec, out, storage_url=args.storage, log=log)
+    print(summary(result, spec))
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from bitnas.search.pareto import format_table, front_trials, member_record
+
+    study, spec, _ = _open_existing(args.run, args.study)
+    records = [member_record(t, spec.objectives) for t in front_trials(study)]
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(f"Pareto front of {study.study_name!r}: {len(records)} members")
+        print(format_table(records, spec.objectives))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from bitnas.search.rebuild import rebuild_trial
+
+    study, spec, _ = _open_existing(args.run, args.study)
+    run_dir = Path(args.run)
+    cache = run_dir / "fp_cache" if run_dir.is_dir() else None
+    out = rebuild_trial(study, spec, args.trial, cache)
+    print(f"trial {args.trial}: {out['candidate'].to_json()}")
+    for k, v in out["metrics"].items():
+        stored = out["stored_metrics"].get(k)
+        same = "" if stored is None else ("  (same as stored)" if stored == v
+                                          else f"  (stored {stored:.4f})")
+        print(f"  {k} = {v:.4f}{same}")
+    print(f"  energy_j = {out['cost'].energy_j:.4e}  weight_bytes = {out['cost'].weight_bytes}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bitnas.registry import ALL, load_builtins
+
+    load_builtins()
+    for kind, reg in ALL.items():
+        print(f"{kind}:")
+        for name, desc in reg.describe().items():
+            print(f"  {name:<14} {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bitnas", description="Bit-width and architecture search with hardware costs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("search", help="run or resume a study from a TOML spec")
+    s.add_argument("spec", help="a .toml study spec, or a bundled experiment name (quickstart)")
+    s.add_argument("--trials", type=int, help="total finished trials the study should have")
+    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    s.add_argument("--out", help="run directory (default: runs/<study name>)")
+    s.add_argument("--seed", type=int, help="override [study] seed")
+    s.add_argument("--sampler", help="override [study] sampler (see `bitnas list`)")
+    s.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    s.set_defaults(func=cmd_search)
+
+    pa = sub.add_parser("pareto", help="print the front of an existing study")
+    pa.add_argument("run", help="run directory, .db file, or storage URL")
+    pa.add_argument("--study", help="study name, if the storage holds several")
+    pa.add_argument("--json", action="store_true", help="print the records as JSON")
+    pa.set_defaults(func=cmd_pareto)
+
+    r = sub.add_parser("rebuild", help="rebuild one trial and measure it again")
+    r.add_argument("run", help="run directory, .db file, or storage URL")
+    r.add_argument("--trial", type=int, required=True, help="trial number")
+    r.add_argument("--study", help="study name, if the storage holds several")
+    r.set_defaults(func=cmd_rebuild)
+
+    li = sub.add_parser("list", help="list registered spaces, quantizers, tasks, hardware, strategies")
+    li.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BitnasError as e:
+        print(f"bitnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bitnas: interrupted; finished trials are stored, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Tasks (data + metric) and how a candidate is scored: FP training, PTQ, evaluation."""
+
+from bitnas.evaluators.base import (
+    ClassificationEvaluator,
+    Evaluator,
+    Split,
+    Task,
+    TaskData,
+    accuracy,
+)
+from bitnas.evaluators.digits import DigitsTask, read_optdigits
+from bitnas.evaluators.ptq import calibrate, calibration_batches, ptq
+from bitnas.evaluators.training import FPModelCache, TrainConfig, train_fp
+
+__all__ = [
+    "ClassificationEvaluator",
+    "DigitsTask",
+    "Evaluator",
+    "FPModelCache",
+    "Split",
+    "Task",
+    "TaskData",
+    "TrainConfig",
+    "accuracy",
+    "calibrate",
+    "calibration_batches",
+    "ptq",
+    "read_optdigits",
+    "train_fp",
+]

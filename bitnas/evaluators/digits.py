@@ -1,0 +1,91 @@
+"""The `digits` task: 8x8 handwritten digits, offline.
+
+By default it uses scikit-learn's bundled copy (1,797 images). Given ``path``, it
+reads the full UCI "optdigits" files the user already has (``optdigits.tra`` and
+``optdigits.tes``: one image per line, 64 pixel counts 0..16 then the label);
+the .tes file is then the test split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from bitnas.errors import BitnasError
+from bitnas.evaluators.base import Split, Task, TaskData
+from bitnas.registry import TASKS
+
+
+def read_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one UCI optdigits file into (images [N, 8, 8] in 0..16, labels [N])."""
+    if not path.is_file():
+        raise BitnasError(f"digits file {path} not found; task.path needs optdigits.tra and .tes")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = [int(v) for v in line.split(",")]
+        except ValueError:
+            raise BitnasError(f"{path}:{lineno}: expected 65 comma-separated integers") from None
+        if len(values) != 65 or not all(0 <= v <= 16 for v in values[:64]) or not (
+            0 <= values[64] <= 9
+        ):
+            raise BitnasError(
+                f"{path}:{lineno}: expected 64 pixel counts in 0..16 and a label in 0..9"
+            )
+        rows.append(values)
+    if not rows:
+        raise BitnasError(f"{path} holds no images")
+    arr = np.asarray(rows, dtype=np.int64)
+    return arr[:, :64].reshape(-1, 8, 8), arr[:, 64]
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> Split:
+    x = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)
+    return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
+
+
+@TASKS.register("digits")
+class DigitsTask(Task):
+    """Handwritten digits 8x8, 10 classes (scikit-learn's copy, or UCI optdigits files)."""
+
+    input_shape = (1, 8, 8)
+    num_classes = 10
+
+    def __init__(
+        self, *, val_fraction: float = 0.2, test_fraction: float = 0.2, path: str | None = None
+    ) -> None:
+        for field, value in (("task.val_fraction", val_fraction), ("task.test_fraction", test_fraction)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.5:
+                raise BitnasError(f"{field} must be a fraction in (0, 0.5), got {value!r}")
+        if path is not None and not isinstance(path, str):
+            raise BitnasError(f"task.path must be a directory path string, got {path!r}")
+        if path is not None and not Path(path).expanduser().is_dir():
+            raise BitnasError(f"task.path {path} is not a directory; it must hold optdigits.tra")
+        self.options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "path": path}
+
+    def load(self, seed: int) -> TaskData:
+        val_fraction = self.options["val_fraction"]
+        if self.options["path"] is None:
+            from sklearn.datasets import load_digits
+
+            bunch = load_digits()
+            images, labels = bunch.images, bunch.target
+            rest_x, test_x, rest_y, test_y = train_test_split(
+                images, labels, test_size=self.options["test_fraction"],
+                random_state=seed, stratify=labels,
+            )
+        else:
+            root = Path(self.options["path"]).expanduser()
+            rest_x, rest_y = read_optdigits(root / "optdigits.tra")
+            test_x, test_y = read_optdigits(root / "optdigits.tes")
+        train_x, val_x, train_y, val_y = train_test_split(
+            rest_x, rest_y, test_size=val_fraction, random_state=seed, stratify=rest_y
+        )
+        return TaskData(
+            train=_split(train_x, train_y), val=_split(val_x, val_y), test=_split(test_x, test_y)
+        )

@@ -1,0 +1,42 @@
+"""Post-training quantization: fake-quantize per the plan, calibrate activations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from bitnas.plan import QuantPlan
+from bitnas.quantizers import fake_quant_layers, fake_quantize
+
+
+@torch.no_grad()
+def calibrate(qmodel: nn.Module, batches: list[Tensor]) -> nn.Module:
+    """Record each activation quantizer's range over ``batches`` (float upstream)."""
+    acts = [layer.act for layer in fake_quant_layers(qmodel)]
+    for a in acts:
+        a.observing = True
+    qmodel.eval()
+    for x in batches:
+        qmodel(x)
+    for a in acts:
+        a.observing = False
+    return qmodel
+
+
+def calibration_batches(x: Tensor, n_batches: int, batch_size: int, seed: int) -> list[Tensor]:
+    """A fixed, seeded sample of training inputs for calibration."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=gen)[: n_batches * batch_size]
+    return [x[order[i : i + batch_size]] for i in range(0, len(order), batch_size)]
+
+
+def ptq(
+    model: nn.Module,
+    plan: QuantPlan,
+    groups: Mapping[str, list[str]],
+    calib: list[Tensor],
+) -> nn.Module:
+    """A calibrated fake-quant copy of ``model`` under ``plan``; ``model`` is untouched."""
+    return calibrate(fake_quantize(model, plan, groups), calib)

@@ -1,0 +1,1 @@
+"""Bundled study specs (``bitnas search quickstart``) and reproduced paper experiments."""

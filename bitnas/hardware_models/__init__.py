@@ -1,0 +1,21 @@
+"""Workload extraction and analytical cost models; constants live in data/*.toml."""
+
+from bitnas.hardware_models.base import (
+    COST_FIELDS,
+    Cost,
+    HardwareModel,
+    LayerWorkload,
+    load_constants,
+)
+from bitnas.hardware_models.generic45nm import Generic45nm
+from bitnas.hardware_models.workload import extract_workload
+
+__all__ = [
+    "COST_FIELDS",
+    "Cost",
+    "Generic45nm",
+    "HardwareModel",
+    "LayerWorkload",
+    "extract_workload",
+    "load_constants",
+]

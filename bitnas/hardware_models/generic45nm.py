@@ -1,0 +1,115 @@
+"""The `generic45nm` reference model: Horowitz 45 nm energies, a stated MAC rate and clock.
+
+Per layer, with w and a the group's weight and activation bits:
+- multiply energy = E_mul8 * (w * a) / 64 (a multiplier grows with the product of
+  operand widths); float (either side 32) costs a 32-bit float multiply;
+- add energy = E_add32 * acc / 32 with acc = min(32, w + a + ceil(log2 fan_in)),
+  the narrowest accumulator that cannot overflow (an adder grows linearly with width);
+- weight traffic: every stored weight bit (biases at 32 bits) read once per
+  inference, at the per-bit SRAM read energy of a memory the size of all weights;
+- activation traffic: the layer's input read at a bits and its output written at
+  the next layer's a bits (32 after the last layer), at the per-bit energy of a
+  memory the size of the peak activation footprint; writes cost as much as reads;
+- latency = ceil(MACs / macs_per_cycle) / clock.
+SRAM energy per bit is interpolated log-linearly in size between Horowitz's 8 KB,
+32 KB and 1 MB points; anything above 1 MB is charged at DRAM energy.
+The model assumes a chain of layers (the CNN spaces); it has no capacity limits
+of its own, so memory budgets come from the spec's [constraints].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bitnas.hardware_models.base import (
+    Cost,
+    HardwareModel,
+    LayerWorkload,
+    apply_overrides,
+    load_constants,
+)
+from bitnas.plan import FLOAT_BITS, QuantPlan
+from bitnas.registry import HARDWARE, QUANTIZERS
+
+PJ = 1e-12
+
+
+def sram_pj_per_bit(size_bytes: float, c: Mapping[str, float]) -> float:
+    """Read energy per bit of an SRAM of ``size_bytes`` (DRAM above 1 MB)."""
+    points = [
+        (8 * 1024, c["sram_8kb_pj_per_64b"]),
+        (32 * 1024, c["sram_32kb_pj_per_64b"]),
+        (1024 * 1024, c["sram_1mb_pj_per_64b"]),
+    ]
+    if size_bytes <= points[0][0]:
+        return points[0][1] / 64
+    if size_bytes > points[-1][0]:
+        return c["dram_pj_per_64b"] / 64
+    for (s0, e0), (s1, e1) in zip(points, points[1:], strict=False):
+        if size_bytes <= s1:
+            t = math.log(size_bytes / s0) / math.log(s1 / s0)
+            return (e0 + t * (e1 - e0)) / 64
+    raise AssertionError("unreachable")
+
+
+@HARDWARE.register("generic45nm")
+class Generic45nm(HardwareModel):
+    """45 nm reference: Horowitz op and SRAM energies, bit-scaled MACs, a stated MAC rate."""
+
+    constants_file = "generic45nm.toml"
+
+    def __init__(self, **overrides: Any) -> None:
+        self.constants = load_constants(self.constants_file)
+        self.c = apply_overrides(self.constants, overrides, "generic45nm")
+
+    def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int) -> tuple[float, float]:
+        """(multiply, add) energy of one MAC in pJ."""
+        c = self.c
+        if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
+            return c["fp32_mult_pj"], c["fp32_add_pj"]
+        acc_bits = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
+        return c["int8_mult_pj"] * w_bits * a_bits / 64, c["int32_add_pj"] * acc_bits / 32
+
+    def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
+        c = self.c
+        lqs = [plan[layer.group or layer.name] for layer in workload]
+        weight_bits = [
+            QUANTIZERS.create(lq.quantizer).storage_bits(layer.params, lq.w_bits)
+            + 32 * layer.bias_params
+            for layer, lq in zip(workload, lqs, strict=True)
+        ]
+        out_bits = [lq.a_bits for lq in lqs[1:]] + [32]
+        act_bits = [
+            layer.in_elems * lq.a_bits + layer.out_elems * ob
+            for layer, lq, ob in zip(workload, lqs, out_bits, strict=True)
+        ]
+        weight_bytes = math.ceil(sum(weight_bits) / 8)
+        peak_act_bytes = math.ceil(max(act_bits) / 8)
+        w_pj_bit = sram_pj_per_bit(weight_bytes, c)
+        a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
+
+        per_layer: dict[str, dict[str, float]] = {}
+        for layer, lq, wb, ab in zip(workload, lqs, weight_bits, act_bits, strict=True):
+            mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in)
+            compute_j = layer.macs * (mul_pj + add_pj) * PJ
+            weight_j = wb * w_pj_bit * PJ
+            act_j = ab * a_pj_bit * PJ
+            per_layer[layer.name] = {
+                "compute_energy_j": compute_j,
+                "weight_energy_j": weight_j,
+                "act_energy_j": act_j,
+                "energy_j": compute_j + weight_j + act_j,
+                "latency_s": math.ceil(layer.macs / c["macs_per_cycle"]) / c["clock_hz"],
+                "weight_bytes": wb / 8,
+                "macs": float(layer.macs),
+            }
+        return Cost(
+            energy_j=sum(p["energy_j"] for p in per_layer.values()),
+            latency_s=sum(p["latency_s"] for p in per_layer.values()),
+            weight_bytes=weight_bytes,
+            peak_act_bytes=peak_act_bytes,
+            per_layer=per_layer,
+            violations={},
+        )

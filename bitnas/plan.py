@@ -1,0 +1,163 @@
+"""What a candidate is: per-layer-group quantization choices plus architecture knobs.
+
+All three types are frozen, validated on construction, and round-trip through
+plain dicts (and so JSON) without loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bitnas.errors import BitnasError
+
+#: 32 means "leave in floating point"; 1..16 are integer bit-widths.
+FLOAT_BITS = 32
+MAX_INT_BITS = 16
+
+
+def check_bits(value: Any, what: str) -> int:
+    """Return ``value`` as a bit-width, or raise a one-line error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BitnasError(f"{what} must be an integer bit-width, got {value!r}")
+    if not (1 <= value <= MAX_INT_BITS or value == FLOAT_BITS):
+        raise BitnasError(
+            f"{what} = {value} is out of range; use 1..{MAX_INT_BITS}, or {FLOAT_BITS} for float"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """The quantization of one layer group."""
+
+    w_bits: int
+    a_bits: int = 8
+    quantizer: str = "uniform"
+
+    def __post_init__(self) -> None:
+        check_bits(self.w_bits, "w_bits")
+        check_bits(self.a_bits, "a_bits")
+        if not isinstance(self.quantizer, str) or not self.quantizer:
+            raise BitnasError(f"quantizer must be a non-empty name, got {self.quantizer!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "quantizer": self.quantizer}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerQuant:
+        unknown = set(d) - {"w_bits", "a_bits", "quantizer"}
+        if unknown:
+            raise BitnasError(
+                f"unknown layer quant field(s) {sorted(unknown)}; use w_bits, a_bits, quantizer"
+            )
+        if "w_bits" not in d:
+            raise BitnasError("a layer quant entry needs w_bits")
+        return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Layer-group name -> :class:`LayerQuant`, in execution order."""
+
+    layers: Mapping[str, LayerQuant]
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise BitnasError("a quant plan needs at least one layer group")
+        for name, lq in self.layers.items():
+            if not isinstance(name, str) or not name:
+                raise BitnasError(f"layer group names must be non-empty strings, got {name!r}")
+            if not isinstance(lq, LayerQuant):
+                raise BitnasError(f"plan entry {name!r} must be a LayerQuant, got {lq!r}")
+        object.__setattr__(self, "layers", MappingProxyType(dict(self.layers)))
+
+    def __getitem__(self, group: str) -> LayerQuant:
+        return self.layers[group]
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.layers.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QuantPlan) and dict(self.layers) == dict(other.layers)
+
+    @classmethod
+    def uniform(
+        cls, groups: list[str], w_bits: int, a_bits: int = 8, quantizer: str = "uniform"
+    ) -> QuantPlan:
+        """Every group at the same precision: the baseline every search is compared with."""
+        lq = LayerQuant(w_bits, a_bits, quantizer)
+        return cls({g: lq for g in groups})
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: lq.to_dict() for name, lq in self.layers.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Mapping[str, Any]]) -> QuantPlan:
+        return cls({name: LayerQuant.from_dict(v) for name, v in d.items()})
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space: architecture knobs and a quant plan."""
+
+    arch: Mapping[str, Any]
+    plan: QuantPlan
+    space: str = field(default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", _freeze(dict(self.arch)))
+
+    def __hash__(self) -> int:
+        return hash((self.space, self.arch_key(), self.plan))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Candidate)
+            and self.space == other.space
+            and _thaw(self.arch) == _thaw(other.arch)
+            and self.plan == other.plan
+        )
+
+    def arch_dict(self) -> dict[str, Any]:
+        return _thaw(self.arch)
+
+    def arch_key(self) -> str:
+        """A canonical string for the architecture alone (FP cache key, grouping)."""
+        return json.dumps(self.arch_dict(), sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "arch": self.arch_dict(), "plan": self.plan.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
+        missing = {"arch", "plan"} - set(d)
+        if missing:
+            raise BitnasError(f"a candidate needs {sorted(missing)}")
+        return cls(arch=d["arch"], plan=QuantPlan.from_dict(d["plan"]), space=d.get("space", ""))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Candidate:
+        return cls.from_dict(json.loads(text))

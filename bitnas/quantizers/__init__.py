@@ -1,0 +1,14 @@
+"""How tensors become low-bit: weight schemes (registered) and fake-quant wrappers."""
+
+from bitnas.quantizers.base import Quantizer
+from bitnas.quantizers.fakequant import FakeQuantLayer, fake_quant_layers, fake_quantize
+from bitnas.quantizers.uniform import ActivationQuantizer, UniformQuantizer
+
+__all__ = [
+    "ActivationQuantizer",
+    "FakeQuantLayer",
+    "Quantizer",
+    "UniformQuantizer",
+    "fake_quant_layers",
+    "fake_quantize",
+]

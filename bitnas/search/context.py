@@ -1,0 +1,103 @@
+"""Everything one trial needs, built once per run from the spec: data, space, cost model, caches."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bitnas.evaluators import (
+    ClassificationEvaluator,
+    FPModelCache,
+    calibration_batches,
+    ptq,
+    train_fp,
+)
+from bitnas.hardware_models import Cost, LayerWorkload, extract_workload
+from bitnas.plan import Candidate, QuantPlan
+from bitnas.registry import HARDWARE, SPACES, TASKS
+from bitnas.spec import StudySpec
+
+
+class SearchContext:
+    """The task data, space, hardware model and FP cache of one study."""
+
+    def __init__(self, spec: StudySpec, cache_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.task = TASKS.create(spec.task["name"], **spec.task_options())
+        self.data = self.task.load(spec.seed)
+        self.space = SPACES.create(
+            spec.space["name"],
+            input_shape=self.task.input_shape,
+            num_classes=self.task.num_classes,
+            **spec.space_options(),
+        )
+        self.hardware = HARDWARE.create(spec.hardware["name"], **spec.hardware_options())
+        self.evaluator = ClassificationEvaluator(self.data)
+        self.train_cfg = spec.train
+        self.calib = calibration_batches(
+            self.data.train.x, self.train_cfg.calib_batches, self.train_cfg.batch_size, spec.seed
+        )
+        self.fp_cache = FPModelCache(cache_dir)
+        self._structure: dict[str, tuple[dict[str, list[str]], list[LayerWorkload]]] = {}
+
+    def structure(self, cand: Candidate) -> tuple[dict[str, list[str]], list[LayerWorkload]]:
+        """(layer groups, workload) of the candidate's architecture, from an untrained build."""
+        key = cand.arch_key()
+        if key not in self._structure:
+            model = self.space.build(cand.arch_dict())
+            groups = self.space.layer_groups(model)
+            self._structure[key] = (groups, extract_workload(model, self.space.example_input(), groups))
+        return self._structure[key]
+
+    def cost(self, cand: Candidate) -> Cost:
+        """The hardware cost, with the spec's bounds added as normalised violations."""
+        _, workload = self.structure(cand)
+        cost = self.hardware.cost(workload, cand.plan)
+        violations = dict(cost.violations)
+        for field, bound in self.spec.constraints.items():
+            violations[field] = (cost.value(field) - bound) / bound
+        return Cost(cost.energy_j, cost.latency_s, cost.weight_bytes, cost.peak_act_bytes,
+                    cost.per_layer, violations)
+
+    def fp_model(self, cand: Candidate) -> tuple[nn.Module, float | None]:
+        """The trained FP model of the candidate's arch; seconds spent training, None if cached."""
+        arch = cand.arch_dict()
+        identity = {
+            "space": self.spec.space["name"],
+            "arch": arch,
+            "task": self.spec.task["name"],
+            "task_options": self.spec.task_options(),
+            "train": json.loads(json.dumps(self.train_cfg.__dict__)),
+            "seed": self.spec.seed,
+        }
+
+        def build() -> nn.Module:
+            torch.manual_seed(self.spec.seed)
+            return self.space.build(arch)
+
+        return self.fp_cache.get(
+            identity, build, lambda m: train_fp(m, self.data.train, self.train_cfg, self.spec.seed)
+        )
+
+    def quantized(self, cand: Candidate, plan: QuantPlan | None = None) -> nn.Module:
+        model, _ = self.fp_model(cand)
+        groups, _ = self.structure(cand)
+        return ptq(model, plan or cand.plan, groups, self.calib)
+
+    def evaluate(self, cand: Candidate) -> tuple[dict[str, float], dict[str, float]]:
+        """(metrics, timing in seconds) of the candidate after PTQ."""
+        start = time.perf_counter()
+        model, train_s = self.fp_model(cand)
+        groups, _ = self.structure(cand)
+        qmodel = ptq(model, cand.plan, groups, self.calib)
+        metrics = self.evaluator.evaluate(qmodel)
+        total = time.perf_counter() - start
+        return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}
+
+    def fp_metrics(self, cand: Candidate) -> dict[str, float]:
+        model, _ = self.fp_model(cand)
+        return self.evaluator.evaluate(model)

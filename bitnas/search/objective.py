@@ -1,0 +1,86 @@
+"""The Optuna objective: suggest, cost first, skip the infeasible, evaluate the rest.
+
+Each trial stores enough to rebuild it: the candidate, its cost (with the
+per-layer breakdown), its metrics and where its time went, as user attrs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+import optuna
+
+from bitnas.search.context import SearchContext
+from bitnas.spec import Objective
+
+
+def worker_id() -> str:
+    """host:pid:start-time of this process, to tell dead workers from live ones."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start_time(os.getpid())}"
+
+
+def process_start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return "?"
+
+
+class SearchObjective:
+    """Callable objective for ``study.optimize``; values follow the spec's objectives."""
+
+    def __init__(self, ctx: SearchContext, objectives: Sequence[Objective],
+                 done: Sequence[optuna.trial.FrozenTrial] = ()) -> None:
+        self.ctx = ctx
+        self.objectives = list(objectives)
+        self.worker = worker_id()
+        # candidate -> trial number, for identical candidates proposed again
+        self.seen: dict[str, int] = {}
+        self.seen_attrs: dict[int, dict] = {}
+        for t in done:
+            if t.state == optuna.trial.TrialState.COMPLETE and "metrics" in t.user_attrs:
+                self._remember(t.number, t.user_attrs)
+
+    def _remember(self, number: int, attrs: dict) -> None:
+        key = str(sorted(attrs["candidate"].items()))
+        self.seen.setdefault(key, number)
+        self.seen_attrs[number] = {"metrics": attrs["metrics"]}
+
+    def __call__(self, trial: optuna.trial.Trial) -> list[float]:
+        trial.set_user_attr("worker", self.worker)
+        start = time.perf_counter()
+        cand = self.ctx.space.suggest(trial)
+        self.ctx.structure(cand)  # build + workload extraction, cached per arch
+        mid = time.perf_counter()
+        cost = self.ctx.cost(cand)
+        cost_s = time.perf_counter() - mid
+        base = {"workload_s": mid - start, "cost_s": cost_s}
+        for key, value in cost.violations.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("candidate", cand.to_dict())
+        trial.set_user_attr("cost", cost.to_dict())
+        if not cost.feasible:
+            trial.set_user_attr("timing_s", base)
+            raise optuna.TrialPruned("infeasible: " + ", ".join(
+                f"{k} {v:+.0%}" for k, v in cost.violations.items() if v > 0))
+
+        key = str(sorted(cand.to_dict().items()))
+        if key in self.seen:
+            earlier = self.seen[key]
+            metrics = self.seen_attrs[earlier]["metrics"]
+            timing = {**base, "fp_train_s": 0.0, "eval_s": 0.0}
+            trial.set_user_attr("duplicate_of", earlier)
+        else:
+            metrics, timing = self.ctx.evaluate(cand)
+            timing = {**base, **timing}
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("timing_s", timing)
+        self._remember(trial.number, {"candidate": cand.to_dict(), "metrics": metrics})
+        return [
+            float(metrics[o.name]) if o.name in metrics else cost.value(o.name)
+            for o in self.objectives
+        ]

@@ -1,0 +1,201 @@
+"""The Pareto front of a study (feasible trials only), its records, and their export."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bitnas.hardware_models.base import COST_FIELDS
+from bitnas.spec import Objective
+
+
+def _key(trial: FrozenTrial) -> str:
+    """Identifies the candidate a trial evaluated (duplicates share it)."""
+    return json.dumps(trial.user_attrs.get("candidate", trial.params), sort_keys=True)
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Non-dominated feasible COMPLETE trials, sorted by the first objective.
+
+    A candidate proposed more than once appears once, as its earliest trial.
+    """
+    seen: set[str] = set()
+    front = []
+    for t in sorted(study.best_trials, key=lambda t: t.number):
+        key = _key(t)
+        if key not in seen:
+            seen.add(key)
+            front.append(t)
+    return sorted(front, key=lambda t: (t.values[0], t.number))
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def objective_value(trial: FrozenTrial, objective: Objective, index: int) -> float | None:
+    """The objective's value: the stored value if evaluated, else the cost (infeasible trials)."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.values[index]
+    cost = trial.user_attrs.get("cost", {})
+    return float(cost[objective.name]) if objective.name in cost else None
+
+
+def member_record(trial: FrozenTrial, objectives: Sequence[Objective]) -> dict[str, Any]:
+    """One pareto.json entry."""
+    cand = trial.user_attrs["candidate"]
+    cost = trial.user_attrs["cost"]
+    return {
+        "trial": trial.number,
+        "values": {o.name: v for o, v in zip(objectives, trial.values, strict=True)},
+        "arch": cand["arch"],
+        "plan": cand["plan"],
+        "cost": {k: cost[k] for k in (*COST_FIELDS, "per_layer")},
+        "metrics": trial.user_attrs.get("metrics", {}),
+        "params": trial.params,
+    }
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(records: list[dict[str, Any]], path: Path) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(records, indent=2) + "\n"))
+
+
+def write_csv(records: list[dict[str, Any]], objectives: Sequence[Objective], path: Path) -> None:
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {"trial": r["trial"]}
+        row.update({o.name: r["values"][o.name] for o in objectives})
+        for k, v in r["arch"].items():
+            row[f"arch.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
+        for group, lq in r["plan"].items():
+            row[f"{group}.w_bits"] = lq["w_bits"]
+            row[f"{group}.a_bits"] = lq["a_bits"]
+            row[f"{group}.quantizer"] = lq["quantizer"]
+        rows.append(row)
+    atomic_write(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+
+
+def _label(name: str) -> str:
+    return {"energy_j": "energy (J)", "latency_s": "latency (s)", "weight_bytes": "weights (bytes)",
+            "peak_act_bytes": "peak activations (bytes)"}.get(name, name)
+
+
+def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
+              title: str = "") -> None:
+    """Every finished trial, feasible and infeasible apart, with the front highlighted.
+
+    One panel per objective after the first, each against the first. Infeasible
+    trials were never evaluated: on a metric axis they sit as ticks on the bottom edge.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+
+    y_obj = objectives[0]
+    others = list(objectives[1:]) or [objectives[0]]
+    front = {_key(t) for t in front_trials(study)}
+    finished = [t for t in study.get_trials(deepcopy=False)
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "cost" in t.user_attrs]
+    fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.2), squeeze=False)
+    for ax, x_obj in zip(axes[0], others, strict=True):
+        xi, yi = objectives.index(x_obj), 0
+        groups: dict[str, list[tuple[float, float | None]]] = {"feasible": [], "infeasible": [],
+                                                                "front": []}
+        for t in finished:
+            x = objective_value(t, x_obj, xi)
+            y = objective_value(t, y_obj, yi)
+            if x is None:
+                continue
+            kind = ("front" if _key(t) in front else "feasible") if (
+                t.state == TrialState.COMPLETE and is_feasible(t)) else "infeasible"
+            groups[kind].append((x, y))
+        feas = groups["feasible"]
+        if feas:
+            ax.scatter([p[0] for p in feas], [p[1] for p in feas], s=18, c="0.6",
+                       label=f"feasible ({len(feas)})")
+        inf = groups["infeasible"]
+        if inf:
+            on_axis = [p for p in inf if p[1] is not None]
+            edge = [p for p in inf if p[1] is None]
+            if on_axis:
+                ax.scatter([p[0] for p in on_axis], [p[1] for p in on_axis], marker="x",
+                           c="tab:red", s=22, label=f"infeasible ({len(on_axis)})")
+            if edge:
+                trans = blended_transform_factory(ax.transData, ax.transAxes)
+                ax.scatter([p[0] for p in edge], [0.0] * len(edge), marker="|", c="tab:red",
+                           s=120, transform=trans, clip_on=False,
+                           label=f"infeasible, not evaluated ({len(edge)})")
+        pts = sorted(groups["front"])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", c="tab:blue", ms=7,
+                    drawstyle="steps-post" if y_obj.direction == "maximize" else "default",
+                    label=f"Pareto front ({len(pts)})")
+        xs = [p[0] for g in groups.values() for p in g if p[0] > 0]
+        if xs and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{_label(x_obj.name)} ({x_obj.direction})")
+        ax.set_ylabel(f"{_label(y_obj.name)} ({y_obj.direction})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v == 0 or (1e-3 <= abs(v) < 1e5):
+            return f"{v:.4f}"
+        return f"{v:.3e}"
+    return str(v)
+
+
+def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objective]) -> str:
+    """The front as an aligned text table, one row per member."""
+    if not records:
+        return "(no feasible trial yet: the front is empty)"
+    has_ref = any("reference_int8" in r for r in records)
+    header = ["trial", *[o.name for o in objectives], "weight_bytes", "bits (w/a per group)"]
+    if has_ref:
+        header += ["int8 acc", "energy vs int8"]
+    rows = []
+    for r in records:
+        bits = " ".join(f"{g}:{lq['w_bits']}/{lq['a_bits']}" for g, lq in r["plan"].items())
+        row = [str(r["trial"]), *[_fmt(r["values"][o.name]) for o in objectives],
+               str(r["cost"]["weight_bytes"]), bits]
+        if has_ref:
+            ref = r.get("reference_int8", {})
+            ratio = r["cost"]["energy_j"] / ref["energy_j"] if ref.get("energy_j") else math.nan
+            row += [_fmt(ref.get("accuracy", math.nan)), f"{ratio:.2f}x"]
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Rebuilding a stored trial: same params -> same candidate -> same quantized model and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FixedTrial
+
+from bitnas.errors import BitnasError
+from bitnas.plan import Candidate
+from bitnas.search.context import SearchContext
+from bitnas.spec import StudySpec
+
+
+def rebuild_candidate(ctx: SearchContext, params: dict[str, Any]) -> Candidate:
+    """The candidate a trial with ``params`` evaluated (no new sampling happens)."""
+    try:
+        return ctx.space.suggest(FixedTrial(params))
+    except ValueError as e:
+        raise BitnasError(f"these params do not fit the study's space: {e}") from None
+
+
+def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
+                  cache_dir: Path | None) -> dict[str, Any]:
+    """Rebuild trial ``number`` and measure it again; returns candidate and both metric sets."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise BitnasError(f"study {study.study_name!r} has no trial {number} "
+                          f"(trials 0..{max(trials, default=-1)})")
+    trial = trials[number]
+    if "candidate" not in trial.user_attrs:
+        raise BitnasError(f"trial {number} never got a candidate (state {trial.state.name})")
+    ctx = SearchContext(spec, cache_dir=cache_dir)
+    cand = rebuild_candidate(ctx, trial.params)
+    stored = Candidate.from_dict(trial.user_attrs["candidate"])
+    if cand != stored:
+        raise BitnasError(f"trial {number}: its params rebuild {cand.to_json()}, "
+                          f"but it stored {stored.to_json()}; the space code has changed")
+    metrics, _ = ctx.evaluate(cand)
+    return {"candidate": cand, "metrics": metrics,
+            "stored_metrics": trial.user_attrs.get("metrics", {}), "cost": ctx.cost(cand)}

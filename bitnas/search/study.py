@@ -1,0 +1,257 @@
+"""Creating, resuming and running a study, and exporting its front.
+
+``trials`` is the study's total budget of finished trials (COMPLETE, or PRUNED
+for infeasible candidates): a rerun runs only what is missing. A RUNNING trial
+whose worker process on this host is gone (killed) is marked FAIL on resume and
+its parameters are enqueued again, so nothing is left dangling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bitnas import __version__
+from bitnas.errors import BitnasError
+from bitnas.plan import Candidate, QuantPlan
+from bitnas.registry import STRATEGIES
+from bitnas.search.context import SearchContext
+from bitnas.search.objective import SearchObjective, process_start_time
+from bitnas.search.pareto import (
+    format_table,
+    front_trials,
+    member_record,
+    write_csv,
+    write_json,
+    write_png,
+)
+from bitnas.search.storage import DB_NAME, mask_url, open_storage
+from bitnas.spec import StudySpec
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def spec_of(study: optuna.Study) -> StudySpec:
+    """The spec a bitnas study was created with (stored on the study)."""
+    raw = study.user_attrs.get("bitnas_spec")
+    if raw is None:
+        raise BitnasError(
+            f"study {study.study_name!r} was not created by bitnas (no stored spec); "
+            "open it with the Optuna CLI instead"
+        )
+    return StudySpec.from_dict(raw, default_name=study.study_name)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    return f"{path}: stored {json.dumps(a)}, spec {json.dumps(b)}"
+
+
+def open_study(spec: StudySpec, url: str) -> optuna.Study:
+    """Create the study, or load it after checking it was made from an equivalent spec."""
+    storage = open_storage(url)
+    try:
+        existing = {s.study_name for s in storage.get_all_studies()}
+        if spec.name not in existing:
+            study = optuna.create_study(study_name=spec.name, storage=storage,
+                                        directions=spec.directions)
+            study.set_user_attr("bitnas_spec", spec.to_dict())
+            study.set_user_attr("bitnas_identity", spec.identity())
+            study.set_user_attr("bitnas_version", __version__)
+            study.set_user_attr("objectives", [o.to_dict() for o in spec.objectives])
+            return study
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except BitnasError:
+        raise
+    except Exception as e:
+        raise BitnasError(
+            f"cannot open study {spec.name!r} in {mask_url(url)}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from None
+    stored = study.user_attrs.get("bitnas_identity")
+    if stored is None:
+        raise BitnasError(
+            f"study {spec.name!r} in {mask_url(url)} was not created by bitnas; "
+            "choose another [study] name or --out"
+        )
+    wanted = json.loads(json.dumps(spec.identity()))
+    if stored != wanted:
+        raise BitnasError(
+            f"study {spec.name!r} in {mask_url(url)} was created from a different spec "
+            f"({_first_difference(stored, wanted)}); use another --out or study name"
+        )
+    return study
+
+
+def _alive(worker: str) -> bool:
+    host, _, rest = worker.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return True  # another machine's worker: not ours to judge
+    try:
+        pid = int(pid_s)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return start in ("?", process_start_time(pid))
+
+
+def recover_orphans(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials of dead local workers FAIL and enqueue their params again."""
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if worker is not None and _alive(worker):
+            continue
+        study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        recovered.append(t.number)
+    return recovered
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def _sampler_seed(seed: int, n_existing: int) -> int:
+    # a resumed run must not replay the random stream of the first run
+    return int(np.random.SeedSequence([seed, n_existing]).generate_state(1)[0])
+
+
+def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
+    plan = t.user_attrs.get("candidate", {}).get("plan", {})
+    bits = " ".join(f"{g}:{lq['w_bits']}/{lq['a_bits']}" for g, lq in plan.items())
+    arch = t.user_attrs.get("candidate", {}).get("arch", {})
+    arch_s = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in arch.items())
+    timing = t.user_attrs.get("timing_s", {})
+    if t.state == TrialState.PRUNED:
+        bad = ", ".join(f"{k} {v:+.0%} over" for k, v in t.constraints.items() if v > 0)
+        return f"#{t.number:<4d} infeasible ({bad}), not evaluated  {arch_s}  w/a {bits}"
+    vals = "  ".join(f"{o.name}={v:.4g}" for o, v in zip(spec.objectives, t.values, strict=True))
+    extra = ""
+    if timing.get("fp_train_s"):
+        extra = f", trained FP in {timing['fp_train_s']:.1f}s"
+    if "duplicate_of" in t.user_attrs:
+        extra = f", same as #{t.user_attrs['duplicate_of']}"
+    dur = t.duration.total_seconds() if t.duration else 0.0
+    return f"#{t.number:<4d} {vals}  {arch_s}  w/a {bits}  ({dur:.2f}s{extra})"
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    records: list[dict[str, Any]]
+    url: str
+    out_dir: Path
+    wall_s: float
+
+
+def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None,
+               log: Log = _stderr) -> SearchResult:
+    """Run (or resume) the study to ``spec.trials`` finished trials and export its front."""
+    start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # bitnas prints its own progress
+    out_dir.mkdir(parents=True, exist_ok=True)
+    url = storage_url or spec.storage or f"sqlite:///{out_dir / DB_NAME}"
+    study = open_study(spec, url)
+    recovered = recover_orphans(study)
+    if recovered:
+        log(f"recovered trial(s) {recovered} left running by a killed process: marked FAIL, "
+            "their parameters queued to run again")
+    done = finished_trials(study)
+    remaining = spec.trials - len(done)
+    log(f"study {spec.name!r} in {mask_url(url)}: {len(done)}/{spec.trials} trials finished, "
+        f"{max(0, remaining)} to run; sampler {spec.sampler}, seed {spec.seed}")
+
+    ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
+    if remaining > 0:
+        sampler = STRATEGIES.create(spec.sampler, seed=_sampler_seed(spec.seed, len(study.trials)),
+                                    n_trials=spec.trials)
+        study = optuna.load_study(study_name=spec.name, storage=study._storage, sampler=sampler)
+        objective = SearchObjective(ctx, spec.objectives, done)
+        counter = {"n": len(done)}
+
+        def progress(study: optuna.Study, trial: FrozenTrial) -> None:
+            if trial.state in FINISHED:
+                counter["n"] += 1
+                log(f"[{counter['n']:>{len(str(spec.trials))}}/{spec.trials}] "
+                    + _describe_trial(trial, spec))
+
+        stop = optuna.study.MaxTrialsCallback(spec.trials, states=FINISHED)
+        study.optimize(objective, n_trials=remaining, callbacks=[progress, stop])
+
+    records = export_front(study, spec, ctx, out_dir)
+    return SearchResult(study, records, url, out_dir, time.perf_counter() - start)
+
+
+def reference_int8(ctx: SearchContext, record: dict[str, Any]) -> dict[str, Any]:
+    """The same architecture with every group at 8-bit weights and activations."""
+    cand = Candidate.from_dict({"space": ctx.space.name, "arch": record["arch"],
+                                "plan": record["plan"]})
+    groups = list(record["plan"])
+    ref = Candidate(cand.arch_dict(), QuantPlan.uniform(groups, 8, 8), cand.space)
+    cost = ctx.cost(ref)
+    metrics, _ = ctx.evaluate(ref)
+    return {"plan": "uniform w8/a8", **metrics, "energy_j": cost.energy_j,
+            "weight_bytes": cost.weight_bytes}
+
+
+def export_front(study: optuna.Study, spec: StudySpec, ctx: SearchContext | None,
+                 out_dir: Path) -> list[dict[str, Any]]:
+    """Write pareto.json, pareto.csv and pareto.png; return the records."""
+    records = [member_record(t, spec.objectives) for t in front_trials(study)]
+    if ctx is not None:
+        for r in records:
+            r["reference_int8"] = reference_int8(ctx, r)
+    write_json(records, out_dir / "pareto.json")
+    write_csv(records, spec.objectives, out_dir / "pareto.csv")
+    n_done = len(finished_trials(study))
+    write_png(study, spec.objectives, out_dir / "pareto.png",
+              title=f"{spec.name}: {len(records)} front members of {n_done} trials")
+    return records
+
+
+def summary(result: SearchResult, spec: StudySpec) -> str:
+    """The end-of-run report: the front table and where the time went."""
+    trials = result.study.get_trials(deepcopy=False, states=FINISHED)
+    infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED)
+    timing = [t.user_attrs.get("timing_s", {}) for t in trials]
+    durations = [t.duration.total_seconds() for t in trials if t.duration]
+    def mean(key: str) -> float:
+        return float(np.mean([x.get(key, 0.0) for x in timing])) if timing else 0.0
+    per_trial = float(np.mean(durations)) if durations else 0.0
+    overhead = per_trial - sum(mean(k) for k in ("workload_s", "cost_s", "fp_train_s", "eval_s"))
+    lines = [
+        f"Pareto front of {spec.name!r} ({len(result.records)} members; {len(trials)} trials, "
+        f"{infeasible} infeasible and skipped):",
+        format_table(result.records, spec.objectives),
+        "",
+        f"per trial: {per_trial:.3f}s = workload {mean('workload_s') * 1e3:.2f}ms + cost model "
+        f"{mean('cost_s') * 1e3:.2f}ms + FP training "
+        f"{mean('fp_train_s'):.3f}s + PTQ eval {mean('eval_s'):.3f}s + framework "
+        f"{max(0.0, overhead):.3f}s",
+        f"wrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png; "
+        f"storage {mask_url(result.url)}; wall time {result.wall_s:.1f}s",
+    ]
+    return "\n".join(lines)

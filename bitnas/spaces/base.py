@@ -1,0 +1,86 @@
+"""The search-space contract and the per-group precision choices every space shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from bitnas.errors import BitnasError
+from bitnas.plan import Candidate, LayerQuant, QuantPlan, check_bits
+from bitnas.registry import QUANTIZERS
+
+
+def choice_list(value: Any, field: str, *, kind: type = int, minimum: int | None = None) -> tuple:
+    """Validate a TOML list of choices (a scalar means a single fixed choice)."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if not values:
+        raise BitnasError(f"{field} must list at least one choice")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise BitnasError(f"{field} must hold {kind.__name__} values, got {v!r}")
+        if minimum is not None and v < minimum:
+            raise BitnasError(f"{field} values must be >= {minimum}, got {v!r}")
+    if len(set(values)) != len(values):
+        raise BitnasError(f"{field} lists a choice twice: {list(values)}")
+    return tuple(values)
+
+
+class PrecisionChoices:
+    """The bits and schemes a layer group may take; one Optuna parameter each."""
+
+    def __init__(
+        self,
+        w_bits: Sequence[int],
+        a_bits: Sequence[int],
+        quantizers: Sequence[str],
+    ) -> None:
+        self.w_bits = tuple(check_bits(b, "space.w_bits") for b in choice_list(w_bits, "space.w_bits"))
+        self.a_bits = tuple(check_bits(b, "space.a_bits") for b in choice_list(a_bits, "space.a_bits"))
+        self.quantizers = tuple(
+            QUANTIZERS.check(q, "space.quantizers")
+            for q in choice_list(quantizers, "space.quantizers", kind=str)
+        )
+
+    def suggest(self, trial: optuna.trial.BaseTrial, group: str) -> LayerQuant:
+        return LayerQuant(
+            w_bits=trial.suggest_categorical(f"{group}.w_bits", self.w_bits),
+            a_bits=trial.suggest_categorical(f"{group}.a_bits", self.a_bits),
+            quantizer=trial.suggest_categorical(f"{group}.quantizer", self.quantizers),
+        )
+
+
+class SearchSpace(ABC):
+    """A model family and its search dimensions (registered by name in ``SPACES``).
+
+    Subclasses take the task's ``input_shape`` and ``num_classes`` plus their own
+    options (the spec's ``[space]`` table) as keyword arguments.
+    """
+
+    name: str = ""
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int) -> None:
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+
+    @abstractmethod
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Candidate:
+        """Ask ``trial`` for every knob; a FixedTrial of the stored params gives it back."""
+
+    @abstractmethod
+    def build(self, arch: Mapping[str, Any]) -> nn.Module:
+        """The floating-point model of ``arch`` (untrained)."""
+
+    @abstractmethod
+    def layer_groups(self, model: nn.Module) -> dict[str, list[str]]:
+        """Layer group -> module names, in execution order."""
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_shape)
+
+    def uniform_plan(self, model: nn.Module, w_bits: int, a_bits: int = 8) -> QuantPlan:
+        return QuantPlan.uniform(list(self.layer_groups(model)), w_bits, a_bits)

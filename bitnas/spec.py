@@ -1,0 +1,283 @@
+"""The TOML study spec: what to search, on which task and hardware, for which objectives.
+
+``load_spec`` reads and validates a file; every bad field raises one ``SpecError``
+line that names the field and the accepted values. A minimal spec::
+
+    [study]
+    name = "quickstart"
+    trials = 40
+
+    [space]
+    name = "cnn"
+
+    [task]
+    name = "digits"
+
+    [hardware]
+    name = "generic45nm"
+
+    [[objectives]]
+    name = "accuracy"
+
+    [[objectives]]
+    name = "energy_j"
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bitnas.errors import SpecError
+from bitnas.evaluators.training import TrainConfig, train_config_fields
+from bitnas.hardware_models.base import COST_FIELDS
+from bitnas.registry import HARDWARE, SPACES, STRATEGIES, TASKS, load_builtins
+
+SECTIONS = ("study", "space", "task", "hardware", "objectives", "constraints")
+STUDY_KEYS = ("name", "trials", "seed", "storage", "sampler", "directions")
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "direction": self.direction}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study spec. ``to_dict``/``from_dict`` round-trip it."""
+
+    name: str
+    trials: int
+    space: Mapping[str, Any]
+    task: Mapping[str, Any]
+    hardware: Mapping[str, Any]
+    objectives: tuple[Objective, ...]
+    seed: int = 0
+    storage: str | None = None
+    sampler: str = "tpe"
+    constraints: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def train(self) -> TrainConfig:
+        return TrainConfig(**{k: v for k, v in self.task.items() if k in train_config_fields()})
+
+    def task_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.task.items() if k != "name" and k not in train_config_fields()}
+
+    def space_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.space.items() if k != "name"}
+
+    def hardware_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.hardware.items() if k != "name"}
+
+    def to_dict(self) -> dict[str, Any]:
+        study: dict[str, Any] = {
+            "name": self.name,
+            "trials": self.trials,
+            "seed": self.seed,
+            "sampler": self.sampler,
+        }
+        if self.storage is not None:
+            study["storage"] = self.storage
+        return {
+            "study": study,
+            "space": copy.deepcopy(dict(self.space)),
+            "task": copy.deepcopy(dict(self.task)),
+            "hardware": copy.deepcopy(dict(self.hardware)),
+            "objectives": [o.to_dict() for o in self.objectives],
+            "constraints": dict(self.constraints),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, default_name: str = "study") -> StudySpec:
+        return _validate(raw, default_name)
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a stored study to be resumed with this spec.
+
+        The trial budget, sampler and storage may change between runs; what a
+        trial's result depends on may not.
+        """
+        d = self.to_dict()
+        return {"space": d["space"], "task": d["task"], "hardware": d["hardware"],
+                "objectives": d["objectives"], "constraints": d["constraints"],
+                "seed": self.seed}
+
+    def replace(self, **changes: Any) -> StudySpec:
+        """A copy with [study] fields changed (CLI flags), validated again."""
+        d = self.to_dict()
+        for k, v in changes.items():
+            if v is not None:
+                d["study"][k] = v
+        return _validate(d, self.name)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a TOML study spec."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {p} not found; pass the path to a .toml study spec")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: malformed TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{p}: not a text file; a spec is UTF-8 TOML") from None
+    return _validate(raw, p.stem)
+
+
+def _table(raw: Mapping[str, Any], key: str, *, required: bool) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise SpecError(f"[{key}] section is missing; it needs at least name = \"...\"")
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"[{key}] must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def _check_kwargs(factory: Any, options: Mapping[str, Any], section: str, skip: set[str]) -> None:
+    """Reject option keys the registered factory does not accept."""
+    params = inspect.signature(factory).parameters
+    accepted = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - skip
+    unknown = set(options) - accepted
+    if unknown:
+        raise SpecError(
+            f"unknown {section} option(s) {sorted(unknown)}; "
+            f"accepted: {', '.join(sorted(accepted)) or '(none)'}"
+        )
+
+
+def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
+    load_builtins()
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise SpecError(f"unknown section(s) {sorted(unknown)}; sections: {', '.join(SECTIONS)}")
+
+    study = _table(raw, "study", required=False)
+    bad = set(study) - set(STUDY_KEYS)
+    if bad:
+        raise SpecError(f"unknown [study] key(s) {sorted(bad)}; accepted: {', '.join(STUDY_KEYS)}")
+    name = study.get("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"study.name must be a non-empty string, got {name!r}")
+    trials = study.get("trials", 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise SpecError(f"study.trials must be a positive integer, got {trials!r}")
+    seed = study.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError(f"study.seed must be a non-negative integer, got {seed!r}")
+    storage = study.get("storage")
+    if storage is not None and (not isinstance(storage, str) or not storage):
+        raise SpecError(f"study.storage must be a storage URL string, got {storage!r}")
+    sampler = study.get("sampler", "tpe")
+    if not isinstance(sampler, str):
+        raise SpecError(f"study.sampler must be a name, got {sampler!r}")
+    STRATEGIES.check(sampler, "study.sampler")
+
+    space = _table(raw, "space", required=True)
+    task = _table(raw, "task", required=True)
+    hardware = _table(raw, "hardware", required=True)
+    for section, table, reg in (("space", space, SPACES), ("task", task, TASKS),
+                                ("hardware", hardware, HARDWARE)):
+        if not isinstance(table.get("name"), str):
+            raise SpecError(f"{section}.name is missing; choose one of: {', '.join(reg.names())}")
+        reg.check(table["name"], f"{section}.name")
+    # Constructing the parts validates every value (they are cheap: no data is loaded).
+    space_opts = {k: v for k, v in space.items() if k != "name"}
+    task_opts = {k: v for k, v in task.items() if k != "name"}
+    train_opts = {k: v for k, v in task_opts.items() if k in train_config_fields()}
+    task_opts = {k: v for k, v in task_opts.items() if k not in train_opts}
+    task_cls = TASKS.get(task["name"])
+    _check_kwargs(task_cls, task_opts, "task", skip=set())
+    task_cls(**task_opts)
+    TrainConfig(**train_opts)
+    space_cls = SPACES.get(space["name"])
+    _check_kwargs(space_cls, space_opts, "space", skip={"input_shape", "num_classes"})
+    space_cls(input_shape=task_cls.input_shape, num_classes=task_cls.num_classes, **space_opts)
+    hw_opts = {k: v for k, v in hardware.items() if k != "name"}
+    HARDWARE.get(hardware["name"])(**hw_opts)
+
+    metrics: dict[str, str] = dict(TASKS.get(task["name"]).metrics)
+    objectives = _objectives(raw.get("objectives"), metrics, study.get("directions"))
+    constraints = _constraints(raw.get("constraints"))
+    return StudySpec(
+        name=name, trials=trials, seed=seed, storage=storage, sampler=sampler,
+        space=space, task=task, hardware=hardware, objectives=objectives,
+        constraints=constraints,
+    )
+
+
+def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[Objective, ...]:
+    natural = {**metrics, **{f: "minimize" for f in COST_FIELDS}}
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(
+            "[[objectives]] is missing; add one table per objective, name one of: "
+            + ", ".join(natural)
+        )
+    if directions is not None and (not isinstance(directions, list) or len(directions) != len(raw)):
+        raise SpecError(
+            f"study.directions must list one direction per objective ({len(raw)}), got {directions!r}"
+        )
+    out: list[Objective] = []
+    for i, entry in enumerate(raw):
+        where = f"objectives[{i}]"
+        if not isinstance(entry, dict):
+            raise SpecError(f"{where} must be a table with name (and direction)")
+        bad = set(entry) - {"name", "direction"}
+        if bad:
+            raise SpecError(f"unknown {where} key(s) {sorted(bad)}; accepted: name, direction")
+        name = entry.get("name")
+        if name not in natural:
+            raise SpecError(f"{where}.name = {name!r} is unknown; choose one of: {', '.join(natural)}")
+        direction = entry.get("direction")
+        if directions is not None:
+            if direction is not None and direction != directions[i]:
+                raise SpecError(
+                    f"{where}.direction = {direction!r} contradicts study.directions[{i}] = "
+                    f"{directions[i]!r}; give it in one place"
+                )
+            direction = directions[i]
+        direction = natural[name] if direction is None else direction
+        if direction not in DIRECTIONS:
+            raise SpecError(f"{where}.direction = {direction!r}; use 'maximize' or 'minimize'")
+        out.append(Objective(name, direction))
+    names = [o.name for o in out]
+    if len(set(names)) != len(names):
+        raise SpecError(f"an objective is listed twice: {names}")
+    return tuple(out)
+
+
+def _constraints(raw: Any) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError("[constraints] must be a table of cost field = upper bound")
+    out = {}
+    for key, value in raw.items():
+        if key not in COST_FIELDS:
+            raise SpecError(
+                f"constraints.{key} is unknown; bound one of: {', '.join(COST_FIELDS)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value
+        ) or value <= 0:
+            raise SpecError(f"constraints.{key} must be a positive upper bound, got {value!r}")
+        out[key] = float(value)
+    return out

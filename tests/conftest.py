@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny study spec that trains in well under a second per arch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_SPEC = """
+[study]
+name = "tiny"
+trials = {trials}
+seed = 0
+sampler = "{sampler}"
+
+[space]
+name = "cnn"
+depth = [1, 2]
+widths = [4, 8]
+kernel_size = [3]
+w_bits = [2, 4, 8]
+a_bits = [8]
+
+[task]
+name = "digits"
+epochs = {epochs}
+
+[hardware]
+name = "generic45nm"
+
+[[objectives]]
+name = "accuracy"
+
+[[objectives]]
+name = "energy_j"
+
+[constraints]
+weight_bytes = {weight_bytes}
+"""
+
+
+def write_spec(path: Path, *, trials: int = 6, epochs: int = 3, sampler: str = "random",
+               weight_bytes: int = 100000, extra: str = "") -> Path:
+    path.write_text(TINY_SPEC.format(trials=trials, epochs=epochs, sampler=sampler,
+                                     weight_bytes=weight_bytes) + extra)
+    return path
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Path:
+    return write_spec(tmp_path / "tiny.toml")
+
+
+def run_bitnas(*args: str, cwd: Path | None = None, timeout: float = 240
+               ) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter, as a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "bitnas", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_digits_model():
+    """A depth-2 CNN trained on digits (about a second), with its groups and data."""
+    import torch
+
+    from bitnas.evaluators import DigitsTask, TrainConfig, train_fp
+    from bitnas.spaces import CNNSpace
+
+    task = DigitsTask()
+    data = task.load(0)
+    space = CNNSpace(input_shape=task.input_shape, num_classes=task.num_classes)
+    torch.manual_seed(0)
+    model = space.build({"depth": 2, "widths": [8, 8], "kernel_size": 3})
+    train_fp(model, data.train, TrainConfig(epochs=10), 0)
+    return model, space.layer_groups(model), data

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from bitnas.errors import BitnasError
+from bitnas.evaluators import DigitsTask, read_optdigits
+
+
+def test_split_is_fixed_by_seed_and_disjoint():
+    a, b, c = DigitsTask().load(0), DigitsTask().load(0), DigitsTask().load(1)
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
+    assert not torch.equal(a.val.x, c.val.x)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    rows = {tuple(x.flatten().tolist()) for x in a.test.x}
+    # scikit-learn's digits hold a few duplicate images; the split itself must not repeat rows
+    overlap = sum(tuple(x.flatten().tolist()) in rows for x in a.val.x)
+    assert overlap <= 2
+    assert a.train.x.shape[1:] == (1, 8, 8) and 0 <= a.train.x.min() and a.train.x.max() <= 1
+
+
+def _write_optdigits(path, n, seed):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        pixels = rng.integers(0, 17, 64)
+        lines.append(",".join(map(str, [*pixels, i % 10])))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_real_optdigits_files(tmp_path):
+    _write_optdigits(tmp_path / "optdigits.tra", 100, 0)
+    _write_optdigits(tmp_path / "optdigits.tes", 30, 1)
+    data = DigitsTask(path=str(tmp_path)).load(0)
+    assert len(data.test) == 30 and len(data.train) + len(data.val) == 100
+    images, labels = read_optdigits(tmp_path / "optdigits.tes")
+    assert images.shape == (30, 8, 8) and labels[:3].tolist() == [0, 1, 2]
+    assert torch.allclose(data.test.x[0, 0] * 16, torch.from_numpy(images[0]).float())
+
+
+def test_bad_optdigits_files(tmp_path):
+    with pytest.raises(BitnasError, match="not a directory"):
+        DigitsTask(path=str(tmp_path / "nope"))
+    (tmp_path / "optdigits.tra").write_text("1,2,3\n")
+    with pytest.raises(BitnasError, match=r"optdigits.tra:1: expected 64"):
+        DigitsTask(path=str(tmp_path)).load(0)
+    (tmp_path / "optdigits.tra").write_text("a,b\n")
+    with pytest.raises(BitnasError, match="comma-separated integers"):
+        DigitsTask(path=str(tmp_path)).load(0)
+
+
+@pytest.mark.parametrize("frac", [0, 0.5, 1.5, "x", True])
+def test_bad_fractions(frac):
+    with pytest.raises(BitnasError, match="task.val_fraction"):
+        DigitsTask(val_fraction=frac)

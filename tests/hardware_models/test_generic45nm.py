@@ -1,0 +1,141 @@
+"""The 45 nm model against hand-computed figures, plus the properties every model must keep."""
+
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from bitnas.hardware_models import COST_FIELDS, LayerWorkload, extract_workload, load_constants
+from bitnas.hardware_models.generic45nm import Generic45nm
+from bitnas.plan import LayerQuant, QuantPlan
+from bitnas.registry import HARDWARE, load_builtins
+
+load_builtins()
+
+# A 2-layer net: conv 1->4 channels, 3x3, on 8x8 (same padding), then linear 256 -> 10.
+CONV = LayerWorkload("conv", "conv2d", macs=4 * 8 * 8 * 9, params=36, in_elems=64,
+                     out_elems=256, group="conv", bias_params=4)
+FC = LayerWorkload("fc", "linear", macs=2560, params=2560, in_elems=256, out_elems=10,
+                   group="fc", bias_params=10)
+TWO_LAYERS = [CONV, FC]
+
+
+def test_two_layer_net_hand_computed():
+    plan = QuantPlan({"conv": LayerQuant(4, 8), "fc": LayerQuant(2, 8)})
+    cost = Generic45nm().cost(TWO_LAYERS, plan)
+
+    # conv: 2304 MACs; multiply 0.2 pJ * 4*8/64 = 0.1 pJ; accumulator 4+8+ceil(log2 9)=16 bits
+    # -> add 0.1 pJ * 16/32 = 0.05 pJ. Compute = 2304 * 0.15 pJ = 345.6 pJ.
+    # fc: 2560 MACs; multiply 0.2 * 2*8/64 = 0.05 pJ; acc 2+8+8 = 18 -> 0.05625 pJ
+    # compute = 2560 * 0.10625 = 272 pJ.
+    assert cost.per_layer["conv"]["compute_energy_j"] == pytest.approx(345.6e-12)
+    assert cost.per_layer["fc"]["compute_energy_j"] == pytest.approx(272e-12)
+
+    # weights: conv 36*4 + 4*32 = 272 bits, fc 2560*2 + 10*32 = 5440 bits; 5712 bits = 714 bytes
+    # <= 8 KB, so 10 pJ / 64 bit = 0.15625 pJ per bit.
+    assert cost.weight_bytes == 714
+    assert cost.per_layer["conv"]["weight_energy_j"] == pytest.approx(272 * 0.15625e-12)
+    assert cost.per_layer["fc"]["weight_energy_j"] == pytest.approx(5440 * 0.15625e-12)
+
+    # activations: conv reads 64*8, writes 256*8 (fc's a_bits) = 2560 bits;
+    # fc reads 256*8, writes 10*32 = 2368 bits. Peak 2560 bits = 320 bytes.
+    assert cost.peak_act_bytes == 320
+    assert cost.per_layer["conv"]["act_energy_j"] == pytest.approx(2560 * 0.15625e-12)
+    assert cost.per_layer["fc"]["act_energy_j"] == pytest.approx(2368 * 0.15625e-12)
+
+    total_pj = 345.6 + 272 + (272 + 5440 + 2560 + 2368) * 0.15625
+    assert cost.energy_j == pytest.approx(total_pj * 1e-12)
+
+    # latency: ceil(2304/64)=36 and 2560/64=40 cycles at 500 MHz
+    assert cost.latency_s == pytest.approx((36 + 40) / 500e6)
+
+
+def test_float_layers_cost_fp32_ops():
+    plan = QuantPlan({"conv": LayerQuant(32, 32), "fc": LayerQuant(32, 32)})
+    cost = Generic45nm().cost(TWO_LAYERS, plan)
+    assert cost.per_layer["conv"]["compute_energy_j"] == pytest.approx(2304 * (3.7 + 0.9) * 1e-12)
+
+
+def test_sram_energy_follows_memory_size():
+    from bitnas.hardware_models.generic45nm import sram_pj_per_bit
+
+    c = Generic45nm().c
+    assert sram_pj_per_bit(1000, c) == pytest.approx(10 / 64)
+    assert sram_pj_per_bit(32 * 1024, c) == pytest.approx(20 / 64)
+    assert sram_pj_per_bit(16 * 1024, c) == pytest.approx(15 / 64)  # halfway in log size
+    assert sram_pj_per_bit(1024 * 1024, c) == pytest.approx(100 / 64)
+    assert sram_pj_per_bit(2 * 1024 * 1024, c) == pytest.approx(1300 / 64)
+
+
+def test_overrides_and_bad_overrides():
+    from bitnas.errors import BitnasError
+
+    fast = Generic45nm(clock_hz=1e9)
+    plan = QuantPlan.uniform(["conv", "fc"], 8)
+    assert fast.cost(TWO_LAYERS, plan).latency_s == pytest.approx(76 / 1e9)
+    with pytest.raises(BitnasError, match="not a constant"):
+        Generic45nm(clock_mhz=5)
+    with pytest.raises(BitnasError, match="positive"):
+        Generic45nm(clock_hz=-1)
+
+
+def test_constants_have_units_and_sources():
+    for name, c in load_constants("generic45nm.toml").items():
+        assert c.unit and c.source and c.value > 0, name
+
+
+# --- properties every registered hardware model must keep ------------------------------
+
+BITS = [1, 2, 3, 4, 6, 8, 16, 32]
+
+
+def _random_plan(rng, groups):
+    return QuantPlan({g: LayerQuant(rng.choice(BITS), rng.choice(BITS)) for g in groups})
+
+
+@pytest.mark.parametrize("name", HARDWARE.names())
+def test_more_bits_never_cost_less(name):
+    model = HARDWARE.create(name)
+    rng = random.Random(0)
+    for _ in range(200):
+        plan = _random_plan(rng, ["conv", "fc"])
+        group = rng.choice(["conv", "fc"])
+        lq = plan[group]
+        field = rng.choice(["w_bits", "a_bits"])
+        higher = [b for b in BITS if b > getattr(lq, field)]
+        if not higher:
+            continue
+        bumped = dict(plan.layers)
+        bumped[group] = LayerQuant(**{**lq.to_dict(), field: rng.choice(higher)})
+        a = model.cost(TWO_LAYERS, plan)
+        b = model.cost(TWO_LAYERS, QuantPlan(bumped))
+        for f in COST_FIELDS:
+            assert b.value(f) >= a.value(f) - 1e-18, (f, plan.to_dict(), bumped)
+
+
+@pytest.mark.parametrize("name", HARDWARE.names())
+def test_per_layer_costs_add_up_and_are_never_negative(name):
+    model = HARDWARE.create(name)
+    rng = random.Random(1)
+    for _ in range(50):
+        cost = model.cost(TWO_LAYERS, _random_plan(rng, ["conv", "fc"]))
+        assert cost.energy_j == pytest.approx(sum(p["energy_j"] for p in cost.per_layer.values()))
+        assert cost.latency_s == pytest.approx(
+            sum(p["latency_s"] for p in cost.per_layer.values()))
+        assert all(v >= 0 for p in cost.per_layer.values() for v in p.values())
+        assert math.isfinite(cost.energy_j) and cost.weight_bytes > 0
+
+
+def test_workload_extraction_by_hand():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(256, 10))
+    wl = extract_workload(model, torch.zeros(1, 1, 8, 8), {"conv": ["0"], "fc": ["3"]})
+    assert [w.name for w in wl] == ["0", "3"]
+    assert (wl[0].macs, wl[0].params, wl[0].in_elems, wl[0].out_elems, wl[0].bias_params) == (
+        2304, 36, 64, 256, 4)
+    assert (wl[1].macs, wl[1].params, wl[1].in_elems, wl[1].out_elems) == (2560, 2560, 256, 10)
+    assert wl[0].fan_in == 9 and wl[1].fan_in == 256
+    assert [w.group for w in wl] == ["conv", "fc"]

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from bitnas.quantizers import ActivationQuantizer
+from bitnas.registry import QUANTIZERS, load_builtins
+
+load_builtins()
+
+
+def sqnr_db(w, wq):
+    return float(10 * torch.log10(w.pow(2).sum() / (wq - w).pow(2).sum()))
+
+
+@pytest.fixture
+def weights():
+    torch.manual_seed(0)
+    return torch.randn(16, 8, 3, 3) * torch.linspace(0.1, 2.0, 16).view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_sqnr_grows_with_bits(name, weights):
+    q = QUANTIZERS.create(name)
+    sqnrs = [sqnr_db(weights, q.quantize(weights, b)) for b in (1, 2, 3, 4, 6, 8)]
+    assert all(b > a for a, b in zip(sqnrs, sqnrs[1:], strict=False)), sqnrs
+
+
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_eight_bits_close_to_float_and_32_is_float(name, weights):
+    q = QUANTIZERS.create(name)
+    assert sqnr_db(weights, q.quantize(weights, 8)) > 40
+    assert torch.equal(q.quantize(weights, 32), weights)
+    out = q.quantize(weights, 4)
+    assert out.shape == weights.shape and out.dtype == weights.dtype
+
+
+@pytest.mark.parametrize("name", QUANTIZERS.names())
+def test_storage_bits(name):
+    assert QUANTIZERS.create(name).storage_bits(100, 3) == 300
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_uniform_levels_per_channel(bits, weights):
+    wq = QUANTIZERS.create("uniform").quantize(weights, bits)
+    max_levels = 2 if bits == 1 else 2**bits - 1
+    for c in range(weights.shape[0]):
+        assert len(torch.unique(wq[c])) <= max_levels
+    if bits > 1:  # integers in the restricted symmetric range, times the channel step
+        q = QUANTIZERS.create("uniform")
+        ints = wq / q.scale(weights, bits)
+        assert torch.allclose(ints, torch.round(ints), atol=1e-4)
+        assert ints.abs().max() <= 2 ** (bits - 1) - 1 + 1e-4
+
+
+def test_activation_quantizer_grid_and_zero():
+    aq = ActivationQuantizer(4)
+    x = torch.linspace(0, 3, 1000)
+    aq.observing = True
+    aq(x)
+    aq.observing = False
+    y = aq(x)
+    assert len(torch.unique(y)) <= 16
+    assert aq(torch.zeros(3)).abs().max() == 0  # zero is exactly representable
+    assert (y - x).abs().max() <= 3 / 15 / 2 + 1e-6  # at most half a step off
+
+
+def test_activation_quantizer_needs_calibration():
+    with pytest.raises(RuntimeError, match="calibration"):
+        ActivationQuantizer(8)(torch.ones(2))
+
+
+def test_straight_through_gradient():
+    aq = ActivationQuantizer(2)
+    aq.observing = True
+    aq(torch.tensor([0.0, 1.0]))
+    aq.observing = False
+    x = torch.tensor([0.3, 0.6], requires_grad=True)
+    aq(x).sum().backward()
+    assert torch.equal(x.grad, torch.ones(2))
