@@ -9,7 +9,6 @@ STAMP  := $(VENV)/.bitnas-installed
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bitnas needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
@@ -26,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bitnas tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_cost_model.py
+	$(BIN)/python benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -183,7 +183,7 @@ def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objecti
     has_ref = any("reference_int8" in r for r in records)
     header = ["trial", *[o.name for o in objectives], "weight_bytes", "bits (w/a per group)"]
     if has_ref:
-        header += ["int8 acc", "energy vs int8"]
+        header += ["FP acc", "int8 acc", "energy vs int8"]
     rows = []
     for r in records:
         bits = " ".join(f"{g}:{lq['w_bits']}/{lq['a_bits']}" for g, lq in r["plan"].items())
@@ -192,7 +192,8 @@ def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objecti
         if has_ref:
             ref = r.get("reference_int8", {})
             ratio = r["cost"]["energy_j"] / ref["energy_j"] if ref.get("energy_j") else math.nan
-            row += [_fmt(ref.get("accuracy", math.nan)), f"{ratio:.2f}x"]
+            row += [_fmt(r.get("fp_metrics", {}).get("accuracy", math.nan)),
+                    _fmt(ref.get("accuracy", math.nan)), f"{ratio:.2f}x"]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]

@@ -224,6 +224,7 @@ def export_front(study: optuna.Study, spec: StudySpec, ctx: SearchContext | None
     if ctx is not None:
         for r in records:
             r["reference_int8"] = reference_int8(ctx, r)
+            r["fp_metrics"] = ctx.fp_metrics(Candidate.from_dict({**r, "space": ctx.space.name}))
     write_json(records, out_dir / "pareto.json")
     write_csv(records, spec.objectives, out_dir / "pareto.csv")
     n_done = len(finished_trials(study))
