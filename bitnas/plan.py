@@ -100,6 +100,11 @@ class QuantPlan:
         return cls({name: LayerQuant.from_dict(v) for name, v in d.items()})
 
 
+def candidate_key(candidate: Mapping[str, Any]) -> str:
+    """Canonical JSON of a candidate dict (as stored on a trial)."""
+    return json.dumps(candidate, sort_keys=True)
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
@@ -156,7 +161,8 @@ class Candidate:
         return cls(arch=d["arch"], plan=QuantPlan.from_dict(d["plan"]), space=d.get("space", ""))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """Canonical JSON: equal candidates give equal strings (used as a lookup key)."""
+        return candidate_key(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> Candidate:

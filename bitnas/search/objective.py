@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import optuna
 
+from bitnas.plan import candidate_key
 from bitnas.search.context import SearchContext
 from bitnas.spec import Objective
 
@@ -38,17 +39,12 @@ class SearchObjective:
         self.ctx = ctx
         self.objectives = list(objectives)
         self.worker = worker_id()
-        # candidate -> trial number, for identical candidates proposed again
-        self.seen: dict[str, int] = {}
-        self.seen_attrs: dict[int, dict] = {}
+        # canonical candidate -> (first trial that evaluated it, its metrics)
+        self.seen: dict[str, tuple[int, dict[str, float]]] = {}
         for t in done:
             if t.state == optuna.trial.TrialState.COMPLETE and "metrics" in t.user_attrs:
-                self._remember(t.number, t.user_attrs)
-
-    def _remember(self, number: int, attrs: dict) -> None:
-        key = str(sorted(attrs["candidate"].items()))
-        self.seen.setdefault(key, number)
-        self.seen_attrs[number] = {"metrics": attrs["metrics"]}
+                key = candidate_key(t.user_attrs["candidate"])
+                self.seen.setdefault(key, (t.number, t.user_attrs["metrics"]))
 
     def __call__(self, trial: optuna.trial.Trial) -> list[float]:
         trial.set_user_attr("worker", self.worker)
@@ -68,18 +64,17 @@ class SearchObjective:
             raise optuna.TrialPruned("infeasible: " + ", ".join(
                 f"{k} {v:+.0%}" for k, v in cost.violations.items() if v > 0))
 
-        key = str(sorted(cand.to_dict().items()))
-        if key in self.seen:
-            earlier = self.seen[key]
-            metrics = self.seen_attrs[earlier]["metrics"]
+        key = cand.to_json()
+        if key in self.seen:  # evaluation is deterministic: reuse, don't recompute
+            earlier, metrics = self.seen[key]
             timing = {**base, "fp_train_s": 0.0, "eval_s": 0.0}
             trial.set_user_attr("duplicate_of", earlier)
         else:
             metrics, timing = self.ctx.evaluate(cand)
             timing = {**base, **timing}
+            self.seen[key] = (trial.number, metrics)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("timing_s", timing)
-        self._remember(trial.number, {"candidate": cand.to_dict(), "metrics": metrics})
         return [
             float(metrics[o.name]) if o.name in metrics else cost.value(o.name)
             for o in self.objectives

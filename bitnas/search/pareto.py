@@ -14,12 +14,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.hardware_models.base import COST_FIELDS
+from bitnas.plan import candidate_key
 from bitnas.spec import Objective
 
 
 def _key(trial: FrozenTrial) -> str:
     """Identifies the candidate a trial evaluated (duplicates share it)."""
-    return json.dumps(trial.user_attrs.get("candidate", trial.params), sort_keys=True)
+    return candidate_key(trial.user_attrs.get("candidate", trial.params))
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -181,14 +182,15 @@ def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objecti
     if not records:
         return "(no feasible trial yet: the front is empty)"
     has_ref = any("reference_int8" in r for r in records)
-    header = ["trial", *[o.name for o in objectives], "weight_bytes", "bits (w/a per group)"]
+    header = ["trial", *[o.name for o in objectives], "weight_bytes", "arch", "bits (w/a per group)"]
     if has_ref:
         header += ["FP acc", "int8 acc", "energy vs int8"]
     rows = []
     for r in records:
         bits = " ".join(f"{g}:{lq['w_bits']}/{lq['a_bits']}" for g, lq in r["plan"].items())
+        arch = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in r["arch"].items())
         row = [str(r["trial"]), *[_fmt(r["values"][o.name]) for o in objectives],
-               str(r["cost"]["weight_bytes"]), bits]
+               str(r["cost"]["weight_bytes"]), arch, bits]
         if has_ref:
             ref = r.get("reference_int8", {})
             ratio = r["cost"]["energy_j"] / ref["energy_j"] if ref.get("energy_j") else math.nan

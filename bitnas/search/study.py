@@ -66,9 +66,10 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
     return f"{path}: stored {json.dumps(a)}, spec {json.dumps(b)}"
 
 
-def open_study(spec: StudySpec, url: str) -> optuna.Study:
+def open_study(spec: StudySpec, url: str,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create the study, or load it after checking it was made from an equivalent spec."""
-    storage = open_storage(url)
+    storage = storage or open_storage(url)
     try:
         existing = {s.study_name for s in storage.get_all_studies()}
         if spec.name not in existing:
@@ -171,10 +172,12 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
                log: Log = _stderr) -> SearchResult:
     """Run (or resume) the study to ``spec.trials`` finished trials and export its front."""
     start = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # bitnas prints its own progress
+    # bitnas prints its own progress; errors propagate out of optimize() with their traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url or spec.storage or f"sqlite:///{out_dir / DB_NAME}"
-    study = open_study(spec, url)
+    storage = open_storage(url)
+    study = open_study(spec, url, storage)
     recovered = recover_orphans(study)
     if recovered:
         log(f"recovered trial(s) {recovered} left running by a killed process: marked FAIL, "
@@ -188,7 +191,7 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     if remaining > 0:
         sampler = STRATEGIES.create(spec.sampler, seed=_sampler_seed(spec.seed, len(study.trials)),
                                     n_trials=spec.trials)
-        study = optuna.load_study(study_name=spec.name, storage=study._storage, sampler=sampler)
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
         objective = SearchObjective(ctx, spec.objectives, done)
         counter = {"n": len(done)}
 

@@ -93,7 +93,8 @@ def test_pareto_command_prints_the_front(finished_run):
     for r in records:
         assert str(r["trial"]) in proc.stdout
     as_json = run_bitnas("pareto", str(tmp / "run" / "study.db"), "--json")
-    assert {r["trial"] for r in json.loads(as_json.stdout)} >= {r["trial"] for r in records} - set()
+    assert as_json.returncode == 0, as_json.stderr
+    assert {r["trial"] for r in json.loads(as_json.stdout)} == {r["trial"] for r in records}
 
 
 def test_rebuilding_a_front_member_gives_the_same_accuracy(finished_run):
@@ -179,3 +180,24 @@ def test_resume_after_the_process_is_killed(tmp_path):
     assert len(after) == target
     assert all(after[n] == v for n, v in before.items())
     assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_sigterm_marks_the_running_trial_failed_and_exits_130(tmp_path):
+    spec = write_spec(tmp_path / "s.toml", trials=40, epochs=15)
+    db = tmp_path / "run" / "study.db"
+    proc = subprocess.Popen([sys.executable, "-m", "bitnas", "search", str(spec), "--out",
+                             str(tmp_path / "run")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            if db.exists() and len(_finished(_study(tmp_path / "run"))) >= 2:
+                break
+        except Exception:
+            continue
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert not _study(tmp_path / "run").get_trials(states=(TrialState.RUNNING,))
