@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 def _spec_path(arg: str) -> Path:
     """A spec file, or the name of a bundled experiment (``quickstart``)."""
     p = Path(arg)
-    if p.exists() or p.suffix == ".toml":
+    if p.is_file() or p.suffix == ".toml":
         return p
     bundled = resources.files("bitnas.experiments").joinpath(f"{arg}.toml")
     return Path(str(bundled)) if bundled.is_file() else p
@@ -34,7 +34,7 @@ def _open_existing(target: str, study_name: str | None):
     from bitnas.search.study import spec_of
 
     url = resolve_storage(target)
-    storage = open_storage(url)
+    storage = open_storage(url, must_exist=True)
     name = pick_study(storage, url, study_name)
     study = optuna.load_study(study_name=name, storage=storage)
     return study, spec_of(study), url
@@ -79,6 +79,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     cache = run_dir / "fp_cache" if run_dir.is_dir() else None
     out = rebuild_trial(study, spec, args.trial, cache)
     print(f"trial {args.trial}: {out['candidate'].to_json()}")
+    if out["state"] != "COMPLETE":
+        print(f"  note: trial {args.trial} is {out['state']}"
+              + (" (infeasible: costed, never evaluated)" if out["state"] == "PRUNED" else "")
+              + "; the figures below are measured now")
     for k, v in out["metrics"].items():
         stored = out["stored_metrics"].get(k)
         same = "" if stored is None else ("  (same as stored)" if stored == v
@@ -131,11 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import optuna
+    import sqlalchemy
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except BitnasError as e:
         print(f"bitnas: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable --out, a file where a directory should be, ...
+        where = f" {e.filename}" if e.filename else ""
+        print(f"bitnas: error: cannot use{where}: {e.strerror or e}; choose another path",
+              file=sys.stderr)
+        return 2
+    except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"bitnas: error: the study storage failed ({first}); it may be corrupt, "
+              "or written by another program", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bitnas: interrupted; finished trials are stored, rerun the same command to resume",

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from bitnas.registry import HARDWARE, SPACES, STRATEGIES, TASKS, load_builtins
 SECTIONS = ("study", "space", "task", "hardware", "objectives", "constraints")
 STUDY_KEYS = ("name", "trials", "seed", "storage", "sampler", "directions")
 DIRECTIONS = ("maximize", "minimize")
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,16 @@ class StudySpec:
     def hardware_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.hardware.items() if k != "name"}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, include_storage: bool = True) -> dict[str, Any]:
+        """Plain dict of the spec; ``include_storage=False`` for copies stored on a study
+        (a storage URL may hold a password)."""
         study: dict[str, Any] = {
             "name": self.name,
             "trials": self.trials,
             "seed": self.seed,
             "sampler": self.sampler,
         }
-        if self.storage is not None:
+        if self.storage is not None and include_storage:
             study["storage"] = self.storage
         return {
             "study": study,
@@ -111,12 +116,26 @@ class StudySpec:
         """What must match for a stored study to be resumed with this spec.
 
         The trial budget, sampler and storage may change between runs; what a
-        trial's result depends on may not.
+        trial's result depends on may not. Values are compared as validated, with
+        defaults filled in, so ``w_bits = 4`` equals ``[4]`` and a default spelled
+        out equals one left out.
         """
-        d = self.to_dict()
-        return {"space": d["space"], "task": d["task"], "hardware": d["hardware"],
-                "objectives": d["objectives"], "constraints": d["constraints"],
-                "seed": self.seed}
+        space_cls = SPACES.get(self.space["name"])
+        task_cls = TASKS.get(self.task["name"])
+        hardware = HARDWARE.create(self.hardware["name"], **self.hardware_options())
+        ident = {
+            "space": {"name": self.space["name"],
+                      **_with_defaults(space_cls, self.space_options(),
+                                       skip={"input_shape", "num_classes"})},
+            "task": {"name": self.task["name"],
+                     **_with_defaults(task_cls, self.task_options(), skip=set()),
+                     **asdict(self.train)},
+            "hardware": {"name": self.hardware["name"], **hardware.settings()},
+            "objectives": [o.to_dict() for o in self.objectives],
+            "constraints": dict(self.constraints),
+            "seed": self.seed,
+        }
+        return json.loads(json.dumps(ident))
 
     def replace(self, **changes: Any) -> StudySpec:
         """A copy with [study] fields changed (CLI flags), validated again."""
@@ -125,6 +144,28 @@ class StudySpec:
             if v is not None:
                 d["study"][k] = v
         return _validate(d, self.name)
+
+
+def _with_defaults(factory: Any, options: Mapping[str, Any], skip: set[str]) -> dict[str, Any]:
+    """Keyword options with the factory's defaults filled in; a scalar given where the
+    default is a sequence becomes a one-element list, and numbers compare as floats."""
+    out: dict[str, Any] = {}
+    for name, p in inspect.signature(factory).parameters.items():
+        if p.kind is not p.KEYWORD_ONLY or name in skip:
+            continue
+        value = options.get(name, p.default)
+        if isinstance(p.default, tuple | list) and not isinstance(value, tuple | list):
+            value = [value]
+        out[name] = _canonical(value)
+    return out
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -175,14 +216,17 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     if bad:
         raise SpecError(f"unknown [study] key(s) {sorted(bad)}; accepted: {', '.join(STUDY_KEYS)}")
     name = study.get("name", default_name)
-    if not isinstance(name, str) or not name.strip():
-        raise SpecError(f"study.name must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        raise SpecError(
+            f"study.name must be letters, digits, '.', '_' or '-' (it names the run "
+            f"directory), got {name!r}"
+        )
     trials = study.get("trials", 20)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise SpecError(f"study.trials must be a positive integer, got {trials!r}")
     seed = study.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SpecError(f"study.seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SpecError(f"study.seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
     storage = study.get("storage")
     if storage is not None and (not isinstance(storage, str) or not storage):
         raise SpecError(f"study.storage must be a storage URL string, got {storage!r}")
@@ -196,8 +240,13 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     hardware = _table(raw, "hardware", required=True)
     for section, table, reg in (("space", space, SPACES), ("task", task, TASKS),
                                 ("hardware", hardware, HARDWARE)):
-        if not isinstance(table.get("name"), str):
+        if "name" not in table:
             raise SpecError(f"{section}.name is missing; choose one of: {', '.join(reg.names())}")
+        if not isinstance(table["name"], str):
+            raise SpecError(
+                f"{section}.name must be a name string, got {table['name']!r}; "
+                f"choose one of: {', '.join(reg.names())}"
+            )
         reg.check(table["name"], f"{section}.name")
     # Constructing the parts validates every value (they are cheap: no data is loaded).
     space_opts = {k: v for k, v in space.items() if k != "name"}
@@ -244,9 +293,11 @@ def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[
         if bad:
             raise SpecError(f"unknown {where} key(s) {sorted(bad)}; accepted: name, direction")
         name = entry.get("name")
-        if name not in natural:
+        if not isinstance(name, str) or name not in natural:
             raise SpecError(f"{where}.name = {name!r} is unknown; choose one of: {', '.join(natural)}")
         direction = entry.get("direction")
+        if directions is not None and directions[i] not in DIRECTIONS:
+            raise SpecError(f"study.directions[{i}] = {directions[i]!r}; use 'maximize' or 'minimize'")
         if directions is not None:
             if direction is not None and direction != directions[i]:
                 raise SpecError(

@@ -3,7 +3,7 @@
 By default it uses scikit-learn's bundled copy (1,797 images). Given ``path``, it
 reads the full UCI "optdigits" files the user already has (``optdigits.tra`` and
 ``optdigits.tes``: one image per line, 64 pixel counts 0..16 then the label);
-the .tes file is then the test split.
+the .tes file is then the test split, and ``test_fraction`` is not used.
 """
 
 from __future__ import annotations
@@ -62,14 +62,26 @@ class DigitsTask(Task):
         for field, value in (("task.val_fraction", val_fraction), ("task.test_fraction", test_fraction)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.5:
                 raise BitnasError(f"{field} must be a fraction in (0, 0.5), got {value!r}")
-        if path is not None and not isinstance(path, str):
-            raise BitnasError(f"task.path must be a directory path string, got {path!r}")
-        if path is not None and not Path(path).expanduser().is_dir():
-            raise BitnasError(f"task.path {path} is not a directory; it must hold optdigits.tra")
+        if path is not None and (not isinstance(path, str) or not path.strip()):
+            raise BitnasError(f"task.path must be a directory path, got {path!r}")
         self.options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "path": path}
 
     def load(self, seed: int) -> TaskData:
+        try:
+            return self._load(seed)
+        except ValueError as e:  # scikit-learn's split refuses too few images per class
+            raise BitnasError(
+                f"task digits: cannot split the images with val_fraction = "
+                f"{self.options['val_fraction']} and test_fraction = "
+                f"{self.options['test_fraction']}: {str(e).splitlines()[0]}"
+            ) from None
+
+    def _load(self, seed: int) -> TaskData:
         val_fraction = self.options["val_fraction"]
+        if self.options["path"] is not None and not Path(self.options["path"]).expanduser().is_dir():
+            raise BitnasError(
+                f"task.path {self.options['path']} is not a directory; it must hold optdigits.tra"
+            )
         if self.options["path"] is None:
             from sklearn.datasets import load_digits
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -43,8 +44,8 @@ class TrainConfig:
                 raise BitnasError(f"task.{name} must be a positive integer, got {v!r}")
         for name in ("lr", "weight_decay"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise BitnasError(f"task.{name} must be a non-negative number, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise BitnasError(f"task.{name} must be a finite non-negative number, got {v!r}")
 
 
 def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int) -> nn.Module:
@@ -64,6 +65,10 @@ def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int) -> nn.
             opt.step()
         sched.step()
     model.eval()
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise BitnasError(
+            f"FP training diverged (non-finite weights) at task.lr = {cfg.lr}; lower task.lr"
+        )
     return model
 
 

@@ -76,6 +76,10 @@ class HardwareModel(ABC):
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         """Energy, latency and memory of running ``workload`` under ``plan``."""
 
+    def settings(self) -> dict[str, float]:
+        """The effective constants (defaults with overrides): what makes two models equal."""
+        return dict(getattr(self, "c", {}))
+
 
 @dataclass(frozen=True)
 class Constant:

@@ -48,6 +48,13 @@ class SearchObjective:
 
     def __call__(self, trial: optuna.trial.Trial) -> list[float]:
         trial.set_user_attr("worker", self.worker)
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the next run retries these params
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _run(self, trial: optuna.trial.Trial) -> list[float]:
         start = time.perf_counter()
         cand = self.ctx.space.suggest(trial)
         self.ctx.structure(cand)  # build + workload extraction, cached per arch

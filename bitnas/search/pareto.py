@@ -31,6 +31,8 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     seen: set[str] = set()
     front = []
     for t in sorted(study.best_trials, key=lambda t: t.number):
+        if not {"candidate", "cost"} <= set(t.user_attrs):
+            continue  # not a bitnas trial (added by hand): nothing to export
         key = _key(t)
         if key not in seen:
             seen.add(key)
@@ -124,12 +126,14 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
     fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.2), squeeze=False)
     for ax, x_obj in zip(axes[0], others, strict=True):
         xi, yi = objectives.index(x_obj), 0
-        groups: dict[str, list[tuple[float, float | None]]] = {"feasible": [], "infeasible": [],
-                                                                "front": []}
+        groups: dict[str, list[tuple[float | None, float | None]]] = {
+            "feasible": [], "infeasible": [], "front": []}
+        unplaced = 0
         for t in finished:
             x = objective_value(t, x_obj, xi)
             y = objective_value(t, y_obj, yi)
-            if x is None:
+            if x is None and y is None:
+                unplaced += 1
                 continue
             kind = ("front" if _key(t) in front else "feasible") if (
                 t.state == TrialState.COMPLETE and is_feasible(t)) else "infeasible"
@@ -140,22 +144,28 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
                        label=f"feasible ({len(feas)})")
         inf = groups["infeasible"]
         if inf:
-            on_axis = [p for p in inf if p[1] is not None]
-            edge = [p for p in inf if p[1] is None]
+            on_axis = [p for p in inf if p[0] is not None and p[1] is not None]
+            bottom = [p for p in inf if p[1] is None]  # a metric on y: never measured
+            left = [p for p in inf if p[0] is None]  # a metric on x
             if on_axis:
                 ax.scatter([p[0] for p in on_axis], [p[1] for p in on_axis], marker="x",
                            c="tab:red", s=22, label=f"infeasible ({len(on_axis)})")
-            if edge:
+            if bottom or left:
+                label = f"infeasible, not evaluated ({len(bottom) + len(left) + unplaced})"
+            if bottom:
                 trans = blended_transform_factory(ax.transData, ax.transAxes)
-                ax.scatter([p[0] for p in edge], [0.0] * len(edge), marker="|", c="tab:red",
-                           s=120, transform=trans, clip_on=False,
-                           label=f"infeasible, not evaluated ({len(edge)})")
+                ax.scatter([p[0] for p in bottom], [0.0] * len(bottom), marker="|", c="tab:red",
+                           s=120, transform=trans, clip_on=False, label=label)
+            if left:
+                trans = blended_transform_factory(ax.transAxes, ax.transData)
+                ax.scatter([0.0] * len(left), [p[1] for p in left], marker="_", c="tab:red",
+                           s=120, transform=trans, clip_on=False, label=None if bottom else label)
         pts = sorted(groups["front"])
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", c="tab:blue", ms=7,
                     drawstyle="steps-post" if y_obj.direction == "maximize" else "default",
-                    label=f"Pareto front ({len(pts)})")
-        xs = [p[0] for g in groups.values() for p in g if p[0] > 0]
+                    label=f"Pareto front ({len(front)})")
+        xs = [p[0] for g in groups.values() for p in g if p[0] is not None and p[0] > 0]
         if xs and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(f"{_label(x_obj.name)} ({x_obj.direction})")

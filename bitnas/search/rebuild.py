@@ -39,5 +39,5 @@ def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
         raise BitnasError(f"trial {number}: its params rebuild {cand.to_json()}, "
                           f"but it stored {stored.to_json()}; the space code has changed")
     metrics, _ = ctx.evaluate(cand)
-    return {"candidate": cand, "metrics": metrics,
+    return {"candidate": cand, "metrics": metrics, "state": trial.state.name,
             "stored_metrics": trial.user_attrs.get("metrics", {}), "cost": ctx.cost(cand)}

@@ -12,21 +12,74 @@ from bitnas.errors import BitnasError
 DB_NAME = "study.db"
 
 
+_SECRET_KEYS = re.compile(r"(pass(word|wd)?|pwd|secret|token)", re.IGNORECASE)
+
+
+def _split_url(url: str) -> tuple[str, str, str, str]:
+    """(scheme://, userinfo, host-and-path, query) of a storage URL; userinfo may be ''.
+
+    The userinfo runs to the last '@' of the authority part, so passwords holding
+    '@' or '/' are covered; sqlite and journal URLs carry no credentials.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep or head.startswith(("sqlite", "journal")):
+        return url, "", "", ""
+    rest, qsep, query = rest.partition("?")
+    at = rest.rfind("@")
+    if at < 0:
+        return head + sep, "", rest, qsep + query
+    return head + sep, rest[:at], rest[at:], qsep + query
+
+
+def _secrets(url: str) -> list[str]:
+    _, userinfo, _, query = _split_url(url)
+    found = [userinfo.partition(":")[2]] if ":" in userinfo else []
+    for pair in query.lstrip("?").split("&"):
+        key, _, value = pair.partition("=")
+        if _SECRET_KEYS.search(key):
+            found.append(value)
+    return [s for s in found if s]
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """``url`` with its password, and any password-like query value, replaced by ***."""
+    scheme, userinfo, rest, query = _split_url(url)
+    if not userinfo and not query:
+        return url
+    if ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":***"
+    masked_query = "&".join(
+        f"{k}=***" if _SECRET_KEYS.search(k) and v else f"{k}{'=' if sep else ''}{v}"
+        for k, sep, v in (pair.partition("=") for pair in query.lstrip("?").split("&") if pair)
+    )
+    return scheme + userinfo + rest + (f"?{masked_query}" if query else "")
 
 
 def _scrub(message: str, url: str) -> str:
-    m = re.search(r"://[^:/@]*:([^@/]*)@", url)
+    """The first line of a driver's message, with the URL's secrets removed."""
     first = (message.strip().splitlines() or ["unknown error"])[0]
-    if m and m.group(1):
-        first = first.replace(m.group(1), "***")
-    return mask_url(first)
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        first = first.replace(secret, "***")
+    return first
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``: any SQLAlchemy URL, or journal:///path/to/file.log."""
+def _local_file(url: str) -> Path | None:
+    for prefix in ("sqlite:///", "journal://"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix) :])
+    return None
+
+
+def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``: any SQLAlchemy URL, or journal:///path/to/file.log.
+
+    With ``must_exist`` (read-only commands) a local file that is missing or empty
+    is an error, rather than a new empty storage.
+    """
+    local = _local_file(url)
+    if must_exist and local is not None and (not local.is_file() or local.stat().st_size == 0):
+        state = "is empty" if local.is_file() else "does not exist"
+        raise BitnasError(f"storage file {local} {state}; point at a run directory that holds a study")
     try:
         if url.startswith("journal://"):
             path = url[len("journal://") :]
@@ -43,7 +96,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as e:  # driver, schema and file errors all reach the user as one line
         raise BitnasError(
             f"cannot open storage {mask_url(url)}: {_scrub(str(e), url)}; "
-            "check the URL, or pass a fresh --out directory"
+            "check the URL, and that the file is an Optuna storage"
         ) from None
 
 

@@ -8,6 +8,7 @@ its parameters are enqueued again, so nothing is left dangling.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -55,7 +56,13 @@ def spec_of(study: optuna.Study) -> StudySpec:
             f"study {study.study_name!r} was not created by bitnas (no stored spec); "
             "open it with the Optuna CLI instead"
         )
-    return StudySpec.from_dict(raw, default_name=study.study_name)
+    try:
+        return StudySpec.from_dict(raw, default_name=study.study_name)
+    except BitnasError as e:
+        raise BitnasError(
+            f"the spec stored on study {study.study_name!r} is invalid ({e}); the storage was "
+            "altered, or written by an incompatible bitnas version"
+        ) from None
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -73,13 +80,7 @@ def open_study(spec: StudySpec, url: str,
     try:
         existing = {s.study_name for s in storage.get_all_studies()}
         if spec.name not in existing:
-            study = optuna.create_study(study_name=spec.name, storage=storage,
-                                        directions=spec.directions)
-            study.set_user_attr("bitnas_spec", spec.to_dict())
-            study.set_user_attr("bitnas_identity", spec.identity())
-            study.set_user_attr("bitnas_version", __version__)
-            study.set_user_attr("objectives", [o.to_dict() for o in spec.objectives])
-            return study
+            return _create(spec, storage)
         study = optuna.load_study(study_name=spec.name, storage=storage)
     except BitnasError:
         raise
@@ -94,12 +95,24 @@ def open_study(spec: StudySpec, url: str,
             f"study {spec.name!r} in {mask_url(url)} was not created by bitnas; "
             "choose another [study] name or --out"
         )
-    wanted = json.loads(json.dumps(spec.identity()))
+    wanted = spec.identity()
     if stored != wanted:
+        if not finished_trials(study):  # nothing to lose: a first run that failed or was stopped
+            optuna.delete_study(study_name=spec.name, storage=storage)
+            return _create(spec, storage)
         raise BitnasError(
             f"study {spec.name!r} in {mask_url(url)} was created from a different spec "
             f"({_first_difference(stored, wanted)}); use another --out or study name"
         )
+    return study
+
+
+def _create(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions)
+    study.set_user_attr("bitnas_spec", spec.to_dict(include_storage=False))
+    study.set_user_attr("bitnas_identity", spec.identity())
+    study.set_user_attr("bitnas_version", __version__)
+    study.set_user_attr("objectives", [o.to_dict() for o in spec.objectives])
     return study
 
 
@@ -118,16 +131,36 @@ def _alive(worker: str) -> bool:
     return start in ("?", process_start_time(pid))
 
 
+#: A RUNNING trial with no worker recorded yet is only judged dead after this long:
+#: a live worker sets it within milliseconds of creating the trial.
+UNCLAIMED_GRACE_S = 60.0
+
+
 def recover_orphans(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials of dead local workers FAIL and enqueue their params again."""
+    """Re-run what a killed or interrupted run left unfinished.
+
+    RUNNING trials of dead local workers are marked FAIL; they, and FAIL trials
+    that were interrupted (Ctrl-C, SIGTERM), get their params enqueued once.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    now = datetime.datetime.now()
     recovered = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        if worker is not None and _alive(worker):
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            worker = t.user_attrs.get("worker")
+            if worker is None:
+                started = t.datetime_start or now
+                if (now - started).total_seconds() < UNCLAIMED_GRACE_S:
+                    continue
+            elif _alive(worker):
+                continue
+            study.tell(t.number, state=TrialState.FAIL)
+        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
             continue
-        study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
-        recovered.append(t.number)
+        if t.number not in retried:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+            recovered.append(t.number)
     return recovered
 
 
@@ -176,18 +209,19 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url or spec.storage or f"sqlite:///{out_dir / DB_NAME}"
+    # data, space and cost model first: a spec that cannot run never creates a study
+    ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
     storage = open_storage(url)
     study = open_study(spec, url, storage)
     recovered = recover_orphans(study)
     if recovered:
-        log(f"recovered trial(s) {recovered} left running by a killed process: marked FAIL, "
-            "their parameters queued to run again")
+        log(f"recovered trial(s) {recovered} left unfinished by a killed or interrupted run: "
+            "their parameters are queued to run again")
     done = finished_trials(study)
     remaining = spec.trials - len(done)
     log(f"study {spec.name!r} in {mask_url(url)}: {len(done)}/{spec.trials} trials finished, "
         f"{max(0, remaining)} to run; sampler {spec.sampler}, seed {spec.seed}")
 
-    ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
     if remaining > 0:
         sampler = STRATEGIES.create(spec.sampler, seed=_sampler_seed(spec.seed, len(study.trials)),
                                     n_trials=spec.trials)

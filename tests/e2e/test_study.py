@@ -200,4 +200,11 @@ def test_sigterm_marks_the_running_trial_failed_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
-    assert not _study(tmp_path / "run").get_trials(states=(TrialState.RUNNING,))
+    study = _study(tmp_path / "run")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    interrupted = [t.number for t in study.trials if t.user_attrs.get("interrupted")]
+    target = len(_finished(study)) + 1
+    resumed = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"), "--trials", str(target))
+    assert resumed.returncode == 0, resumed.stderr
+    retried = {t.user_attrs.get("retry_of") for t in _study(tmp_path / "run").trials}
+    assert all(n in retried for n in interrupted)  # an interrupted candidate is run again

@@ -38,8 +38,11 @@ def test_real_optdigits_files(tmp_path):
 
 
 def test_bad_optdigits_files(tmp_path):
+    task = DigitsTask(path=str(tmp_path / "nope"))  # checked at load: viewing results needs no data
     with pytest.raises(BitnasError, match="not a directory"):
-        DigitsTask(path=str(tmp_path / "nope"))
+        task.load(0)
+    with pytest.raises(BitnasError, match="task.path must be a directory path"):
+        DigitsTask(path="  ")
     (tmp_path / "optdigits.tra").write_text("1,2,3\n")
     with pytest.raises(BitnasError, match=r"optdigits.tra:1: expected 64"):
         DigitsTask(path=str(tmp_path)).load(0)
@@ -52,3 +55,10 @@ def test_bad_optdigits_files(tmp_path):
 def test_bad_fractions(frac):
     with pytest.raises(BitnasError, match="task.val_fraction"):
         DigitsTask(val_fraction=frac)
+
+
+def test_too_few_images_to_split_is_one_clear_error(tmp_path):
+    _write_optdigits(tmp_path / "optdigits.tra", 5, 0)
+    _write_optdigits(tmp_path / "optdigits.tes", 5, 1)
+    with pytest.raises(BitnasError, match="cannot split the images"):
+        DigitsTask(path=str(tmp_path)).load(0)
