@@ -90,6 +90,9 @@ def open_study(spec: StudySpec, url: str,
             f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
         ) from None
     stored = study.user_attrs.get("bitnas_identity")
+    if stored is None and not study.trials:  # creation was cut short: an empty shell, nothing to lose
+        optuna.delete_study(study_name=spec.name, storage=storage)
+        return _create(spec, storage)
     if stored is None:
         raise BitnasError(
             f"study {spec.name!r} in {mask_url(url)} was not created by bitnas; "

@@ -103,3 +103,13 @@ def test_front_skips_trials_bitnas_did_not_write(tmp_path, capsys):
     capsys.readouterr()
     assert main(["pareto", str(tmp_path / "run")]) == 0
     assert "Pareto front of 'tiny'" in capsys.readouterr().out
+
+
+def test_a_study_whose_creation_was_cut_short_is_recreated(tmp_path):
+    (tmp_path / "run").mkdir()
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    optuna.create_study(study_name="tiny", storage=url, directions=["maximize", "minimize"])
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
+    result = run_search(spec, tmp_path / "run", log=lambda m: None)
+    assert result.study.user_attrs["bitnas_identity"] == spec.identity()
+    assert len(result.study.trials) == 1
