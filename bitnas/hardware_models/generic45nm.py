@@ -2,7 +2,8 @@
 
 Per layer, with w and a the group's weight and activation bits:
 - multiply energy = E_mul8 * (w * a) / 64 (a multiplier grows with the product of
-  operand widths); float (either side 32) costs a 32-bit float multiply;
+  operand widths); float (either side 32) costs a 32-bit float multiply; a
+  power-of-two weight (quantizer "pot") needs only a shift, charged as an a-bit add;
 - add energy = E_add32 * acc / 32 with acc = min(32, w + a + ceil(log2 fan_in)),
   the narrowest accumulator that cannot overflow (an adder grows linearly with width);
 - weight traffic: every stored weight bit (biases at 32 bits) read once per
@@ -64,13 +65,17 @@ class Generic45nm(HardwareModel):
         self.constants = load_constants(self.constants_file)
         self.c = apply_overrides(self.constants, overrides, "generic45nm")
 
-    def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int) -> tuple[float, float]:
-        """(multiply, add) energy of one MAC in pJ."""
+    def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int,
+                      mult_kind: str = "multiply") -> tuple[float, float]:
+        """(multiply or shift, add) energy of one MAC in pJ."""
         c = self.c
         if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
             return c["fp32_mult_pj"], c["fp32_add_pj"]
         acc_bits = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
-        return c["int8_mult_pj"] * w_bits * a_bits / 64, c["int32_add_pj"] * acc_bits / 32
+        add_pj = c["int32_add_pj"] * acc_bits / 32
+        if mult_kind == "shift":
+            return c["int32_add_pj"] * a_bits / 32, add_pj
+        return c["int8_mult_pj"] * w_bits * a_bits / 64, add_pj
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
@@ -92,7 +97,8 @@ class Generic45nm(HardwareModel):
 
         per_layer: dict[str, dict[str, float]] = {}
         for layer, lq, wb, ab in zip(workload, lqs, weight_bits, act_bits, strict=True):
-            mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in)
+            mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in,
+                                                QUANTIZERS.get(lq.quantizer).mult_kind)
             compute_j = layer.macs * (mul_pj + add_pj) * PJ
             weight_j = wb * w_pj_bit * PJ
             act_j = ab * a_pj_bit * PJ

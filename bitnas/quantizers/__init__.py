@@ -2,11 +2,13 @@
 
 from bitnas.quantizers.base import Quantizer
 from bitnas.quantizers.fakequant import FakeQuantLayer, fake_quant_layers, fake_quantize
+from bitnas.quantizers.pot import PowerOfTwoQuantizer
 from bitnas.quantizers.uniform import ActivationQuantizer, UniformQuantizer
 
 __all__ = [
     "ActivationQuantizer",
     "FakeQuantLayer",
+    "PowerOfTwoQuantizer",
     "Quantizer",
     "UniformQuantizer",
     "fake_quant_layers",

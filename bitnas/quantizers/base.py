@@ -10,6 +10,9 @@ from torch import Tensor
 class Quantizer(ABC):
     """A weight quantization scheme (registered by name in ``QUANTIZERS``)."""
 
+    #: how the hardware applies such a weight: "multiply", or "shift" for powers of two
+    mult_kind = "multiply"
+
     @abstractmethod
     def quantize(self, w: Tensor, bits: int) -> Tensor:
         """Return the fake-quantized (dequantized) tensor: same shape and dtype as ``w``."""

@@ -10,7 +10,7 @@ from torch import nn
 from bitnas.hardware_models import COST_FIELDS, LayerWorkload, extract_workload, load_constants
 from bitnas.hardware_models.generic45nm import Generic45nm
 from bitnas.plan import LayerQuant, QuantPlan
-from bitnas.registry import HARDWARE, load_builtins
+from bitnas.registry import HARDWARE, QUANTIZERS, load_builtins
 
 load_builtins()
 
@@ -92,7 +92,8 @@ BITS = [1, 2, 3, 4, 6, 8, 16, 32]
 
 
 def _random_plan(rng, groups):
-    return QuantPlan({g: LayerQuant(rng.choice(BITS), rng.choice(BITS)) for g in groups})
+    return QuantPlan({g: LayerQuant(rng.choice(BITS), rng.choice(BITS), rng.choice(QUANTIZERS.names()))
+                      for g in groups})
 
 
 @pytest.mark.parametrize("name", HARDWARE.names())

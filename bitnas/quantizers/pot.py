@@ -1,0 +1,59 @@
+"""Power-of-two weights: every weight is 0 or +-2^k, so a multiply becomes a shift.
+
+At b bits a weight holds one sign bit and a (b-1)-bit code for its exponent, one
+code meaning zero: 2^(b-1)-1 magnitudes 2^e_max, 2^(e_max-1), ... per output
+channel. The channel's top exponent e_max is chosen from three candidates around
+log2 max|w| to minimise the squared error. 1 bit is sign(w) * 2^round(log2 mean|w|).
+Values round to the nearest level in the linear domain.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bitnas.plan import FLOAT_BITS
+from bitnas.quantizers.base import Quantizer
+from bitnas.registry import QUANTIZERS
+
+
+def _pot_levels(mag: Tensor, e_max: Tensor, n_levels: int) -> Tensor:
+    """Round magnitudes [C, K] to {0} U {2^e : e_max-n+1 <= e <= e_max} per row, nearest."""
+    e_min = e_max - (n_levels - 1)
+    lo = torch.floor(torch.log2(mag.clamp_min(1e-30)))
+    lo = torch.minimum(torch.maximum(lo, e_min), e_max)
+    below, above = torch.exp2(lo), torch.exp2(torch.minimum(lo + 1, e_max))
+    out = torch.where((mag - below).abs() <= (above - mag).abs(), below, above)
+    smallest = torch.exp2(e_min)
+    return torch.where(mag < smallest / 2, torch.zeros_like(mag), out)
+
+
+@QUANTIZERS.register("pot")
+class PowerOfTwoQuantizer(Quantizer):
+    """Power-of-two weights (0 or +-2^k per channel range): multiplies become shifts."""
+
+    #: what the hardware does with such a weight: the cost models read it
+    mult_kind = "shift"
+
+    def quantize(self, w: Tensor, bits: int) -> Tensor:
+        if bits >= FLOAT_BITS:
+            return w
+        flat = w.detach().reshape(w.shape[0], -1)
+        sign = torch.where(flat >= 0, 1.0, -1.0).to(w.dtype)
+        mag = flat.abs()
+        if bits == 1:
+            e = torch.round(torch.log2(mag.mean(dim=1, keepdim=True).clamp_min(1e-30)))
+            return (sign * torch.exp2(e)).reshape(w.shape)
+        n_levels = 2 ** (bits - 1) - 1
+        top = torch.ceil(torch.log2(mag.amax(dim=1, keepdim=True).clamp_min(1e-30)))
+        best, best_err = None, None
+        for shift in (0, -1, -2):
+            q = _pot_levels(mag, top + shift, n_levels)
+            err = ((q - mag) ** 2).sum(dim=1, keepdim=True)
+            if best is None:
+                best, best_err = q, err
+            else:
+                better = err < best_err
+                best = torch.where(better, q, best)
+                best_err = torch.minimum(err, best_err)
+        return (sign * best).reshape(w.shape).to(w.dtype)
