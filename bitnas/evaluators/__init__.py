@@ -28,3 +28,7 @@ __all__ = [
     "read_optdigits",
     "train_fp",
 ]
+
+from bitnas.evaluators.event_digits import EventDigitsTask, events_from_images  # noqa: E402
+
+__all__ += ["EventDigitsTask", "events_from_images"]

@@ -99,5 +99,11 @@ class DigitsTask(Task):
             rest_x, rest_y, test_size=val_fraction, random_state=seed, stratify=rest_y
         )
         return TaskData(
-            train=_split(train_x, train_y), val=_split(val_x, val_y), test=_split(test_x, test_y)
+            train=self.make_split(train_x, train_y, seed),
+            val=self.make_split(val_x, val_y, seed + 1),
+            test=self.make_split(test_x, test_y, seed + 2),
         )
+
+    def make_split(self, images: np.ndarray, labels: np.ndarray, seed: int) -> Split:
+        """Tensors of one split from raw images (0..16); subclasses change the encoding."""
+        return _split(images, labels)
