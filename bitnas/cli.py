@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -48,10 +47,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     spec = spec.replace(trials=args.trials, seed=args.seed, sampler=args.sampler)
     out = Path(args.out) if args.out else Path("runs") / spec.name
 
-    def on_term(signum, frame):  # a killed run marks its trial FAIL instead of leaving it RUNNING
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_search(spec, out, storage_url=args.storage, log=log)
     print(summary(result, spec))

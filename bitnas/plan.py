@@ -37,22 +37,30 @@ class LayerQuant:
     w_bits: int
     a_bits: int = 8
     quantizer: str = "uniform"
+    v_bits: int = FLOAT_BITS  # membrane potential of the group's spiking neurons; 32 = float
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "w_bits")
         check_bits(self.a_bits, "a_bits")
+        check_bits(self.v_bits, "v_bits")
+        if self.v_bits < 2:
+            raise BitnasError("v_bits = 1 cannot hold a membrane potential; use 2..16 or 32")
         if not isinstance(self.quantizer, str) or not self.quantizer:
             raise BitnasError(f"quantizer must be a non-empty name, got {self.quantizer!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "quantizer": self.quantizer}
+        """Plain dict; ``v_bits`` appears only when the membrane is quantized."""
+        d: dict[str, Any] = {"w_bits": self.w_bits, "a_bits": self.a_bits, "quantizer": self.quantizer}
+        if self.v_bits != FLOAT_BITS:
+            d["v_bits"] = self.v_bits
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerQuant:
-        unknown = set(d) - {"w_bits", "a_bits", "quantizer"}
+        unknown = set(d) - {"w_bits", "a_bits", "quantizer", "v_bits"}
         if unknown:
             raise BitnasError(
-                f"unknown layer quant field(s) {sorted(unknown)}; use w_bits, a_bits, quantizer"
+                f"unknown layer quant field(s) {sorted(unknown)}; use w_bits, a_bits, quantizer, v_bits"
             )
         if "w_bits" not in d:
             raise BitnasError("a layer quant entry needs w_bits")

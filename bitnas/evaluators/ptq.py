@@ -14,7 +14,7 @@ from bitnas.quantizers import fake_quant_layers, fake_quantize
 @torch.no_grad()
 def calibrate(qmodel: nn.Module, batches: list[Tensor]) -> nn.Module:
     """Record each activation quantizer's range over ``batches`` (float upstream)."""
-    acts = [layer.act for layer in fake_quant_layers(qmodel)]
+    acts = [act for layer in fake_quant_layers(qmodel) for act in layer.acts]
     for a in acts:
         a.observing = True
     qmodel.eval()
@@ -37,6 +37,10 @@ def ptq(
     plan: QuantPlan,
     groups: Mapping[str, list[str]],
     calib: list[Tensor],
+    neurons: Mapping[str, list[str]] | None = None,
 ) -> nn.Module:
-    """A calibrated fake-quant copy of ``model`` under ``plan``; ``model`` is untouched."""
-    return calibrate(fake_quantize(model, plan, groups), calib)
+    """A calibrated fake-quant copy of ``model`` under ``plan``; ``model`` is untouched.
+
+    ``neurons`` (spiking spaces) names the neurons whose membrane takes each group's v_bits.
+    """
+    return calibrate(fake_quantize(model, plan, groups, neurons), calib)

@@ -12,6 +12,10 @@ Per layer, with w and a the group's weight and activation bits:
   the next layer's a bits (32 after the last layer), at the per-bit energy of a
   memory the size of the peak activation footprint; writes cost as much as reads;
 - latency = ceil(MACs / macs_per_cycle) / clock.
+A layer that runs over several time steps (``timesteps``, spiking models) repeats
+its compute, activation traffic and latency every step; its weights are read once.
+This treats every input as dense: an upper bound for a spiking net, whose
+event-driven costs are the business of the ``snn45nm`` and ``loihi`` models.
 SRAM energy per bit is interpolated log-linearly in size between Horowitz's 8 KB,
 32 KB and 1 MB points; anything above 1 MB is charged at DRAM energy.
 The model assumes a chain of layers (the CNN spaces); it has no capacity limits
@@ -99,17 +103,18 @@ class Generic45nm(HardwareModel):
         for layer, lq, wb, ab in zip(workload, lqs, weight_bits, act_bits, strict=True):
             mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in,
                                                 QUANTIZERS.get(lq.quantizer).mult_kind)
-            compute_j = layer.macs * (mul_pj + add_pj) * PJ
+            steps = layer.timesteps
+            compute_j = steps * layer.macs * (mul_pj + add_pj) * PJ
             weight_j = wb * w_pj_bit * PJ
-            act_j = ab * a_pj_bit * PJ
+            act_j = steps * ab * a_pj_bit * PJ
             per_layer[layer.name] = {
                 "compute_energy_j": compute_j,
                 "weight_energy_j": weight_j,
                 "act_energy_j": act_j,
                 "energy_j": compute_j + weight_j + act_j,
-                "latency_s": math.ceil(layer.macs / c["macs_per_cycle"]) / c["clock_hz"],
+                "latency_s": steps * math.ceil(layer.macs / c["macs_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,
-                "macs": float(layer.macs),
+                "macs": float(steps * layer.macs),
             }
         return Cost(
             energy_j=sum(p["energy_j"] for p in per_layer.values()),

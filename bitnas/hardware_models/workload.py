@@ -11,9 +11,19 @@ from torch import nn
 from bitnas.hardware_models.base import LayerWorkload
 
 
+def split_member(member: str) -> tuple[str, slice | None]:
+    """'blocks.0.qkv[0:32]' -> ('blocks.0.qkv', slice(0, 32)): a group may own a row
+    range of a fused layer (Spikformer computes q, k and v with one convolution)."""
+    if member.endswith("]") and "[" in member:
+        name, _, rows = member[:-1].rpartition("[")
+        start, _, stop = rows.partition(":")
+        return name, slice(int(start), int(stop))
+    return member, None
+
+
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
     out_elems = out[0].numel()  # batch 1
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, nn.Conv1d | nn.Conv2d):
         fan_in = (module.in_channels // module.groups) * math.prod(module.kernel_size)
         return out_elems * fan_in
     if isinstance(module, nn.Linear):
@@ -27,9 +37,17 @@ def extract_workload(
 ) -> list[LayerWorkload]:
     """Per grouped layer, in execution order: MACs, weights, input and output elements.
 
-    ``example`` is one input with a batch dimension of 1.
+    ``example`` is one input with a batch dimension of 1. Figures are per sample and
+    per time step; ``timesteps`` is how often the layer runs in one inference (the
+    leading dimension of its output, which multi-step spiking layers give as T).
+    A group member ``name[a:b]`` owns output rows a..b of a fused layer and gets
+    that share of its work.
     """
-    group_of = {name: g for g, names in groups.items() for name in names}
+    members: dict[str, list[tuple[str, slice | None]]] = {}
+    for g, names in groups.items():
+        for member in names:
+            name, rows = split_member(member)
+            members.setdefault(name, []).append((g, rows))
     modules = dict(model.named_modules())
     records: list[LayerWorkload] = []
     handles = []
@@ -37,22 +55,27 @@ def extract_workload(
     def hook(name: str):
         def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             bias = getattr(module, "bias", None)
-            records.append(
-                LayerWorkload(
-                    name=name,
-                    kind="conv2d" if isinstance(module, nn.Conv2d) else "linear",
-                    macs=_macs(module, out),
-                    params=module.weight.numel(),
-                    in_elems=inputs[0][0].numel(),
-                    out_elems=out[0].numel(),
-                    group=group_of[name],
-                    bias_params=0 if bias is None else bias.numel(),
+            n_out = module.weight.shape[0]
+            for group, rows in members[name]:
+                share = 1.0 if rows is None else (rows.stop - rows.start) / n_out
+                records.append(
+                    LayerWorkload(
+                        name=name if rows is None else f"{name}[{rows.start}:{rows.stop}]",
+                        kind=type(module).__name__.lower() if isinstance(module, nn.Conv1d | nn.Conv2d)
+                        else "linear",
+                        macs=round(_macs(module, out) * share),
+                        params=round(module.weight.numel() * share),
+                        in_elems=inputs[0][0].numel(),
+                        out_elems=round(out[0].numel() * share),
+                        group=group,
+                        bias_params=0 if bias is None else round(bias.numel() * share),
+                        timesteps=out.shape[0] if out.dim() > 1 else 1,
+                    )
                 )
-            )
 
         return fn
 
-    for name in group_of:
+    for name in members:
         handles.append(modules[name].register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()

@@ -11,52 +11,93 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bitnas.errors import BitnasError
-from bitnas.plan import LayerQuant, QuantPlan
+from bitnas.hardware_models.workload import split_member
+from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan
 from bitnas.quantizers.uniform import ActivationQuantizer
 from bitnas.registry import QUANTIZERS
 
-QUANTIZABLE = (nn.Conv2d, nn.Linear)
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 class FakeQuantLayer(nn.Module):
-    """A Conv2d or Linear whose input and weights are fake-quantized.
+    """A Conv1d, Conv2d or Linear whose input and weights are fake-quantized.
 
-    Weights go through the scheme's quantizer with a straight-through gradient, so
-    the same module serves PTQ and QAT.
+    ``parts`` gives each row range of the output (None: all rows) its own
+    LayerQuant, so a fused layer (Spikformer's q, k, v convolution) can hold groups
+    at different precisions. Weights go through the scheme's quantizer with a
+    straight-through gradient, so the same module serves PTQ and QAT. A multi-step
+    spiking layer's [T, B, ...] input is folded to [T*B, ...] and back.
     """
 
-    def __init__(self, layer: nn.Module, lq: LayerQuant) -> None:
+    def __init__(self, layer: nn.Module, parts: list[tuple[slice | None, LayerQuant]]) -> None:
         super().__init__()
         if not isinstance(layer, QUANTIZABLE):
             raise TypeError(f"cannot fake-quantize {type(layer).__name__}")
         self.layer = layer
-        self.lq = lq
-        self.weight_quantizer = QUANTIZERS.create(lq.quantizer)
-        self.act = ActivationQuantizer(lq.a_bits)
+        self.parts = [rows for rows, _ in parts]
+        self.lqs = [lq for _, lq in parts]
+        self.weight_quantizers = [QUANTIZERS.create(lq.quantizer) for lq in self.lqs]
+        self.acts = nn.ModuleList(ActivationQuantizer(lq.a_bits) for lq in self.lqs)
 
-    def quantized_weight(self) -> Tensor:
-        w = self.layer.weight
-        wq = self.weight_quantizer.quantize(w, self.lq.w_bits)
+    @property
+    def act(self) -> ActivationQuantizer:
+        return self.acts[0]
+
+    @property
+    def weight_quantizer(self):
+        return self.weight_quantizers[0]
+
+    def quantized_weight(self, part: int = 0) -> Tensor:
+        rows = self.parts[part]
+        w = self.layer.weight if rows is None else self.layer.weight[rows]
+        wq = self.weight_quantizers[part].quantize(w, self.lqs[part].w_bits)
         return w + (wq - w).detach()
 
+    def _apply(self, x: Tensor, part: int) -> Tensor:
+        rows = self.parts[part]
+        w = self.quantized_weight(part)
+        bias = self.layer.bias
+        if bias is not None and rows is not None:
+            bias = bias[rows]
+        x = self.acts[part](x)
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, w, bias)
+        return self.layer._conv_forward(x, w, bias)
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.act(x)
-        w = self.quantized_weight()
-        if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(x, w, self.layer.bias)
-        return F.linear(x, w, self.layer.bias)
+        folded = isinstance(self.layer, nn.Conv1d | nn.Conv2d) and x.dim() == (
+            4 if isinstance(self.layer, nn.Conv2d) else 3) + 1
+        if folded:
+            steps = x.shape[0]
+            x = x.flatten(0, 1)
+        channel_dim = -1 if isinstance(self.layer, nn.Linear) else 1
+        outs = [self._apply(x, i) for i in range(len(self.parts))]
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=channel_dim)
+        return y.unflatten(0, (steps, -1)) if folded else y
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
 
 
 def fake_quantize(
-    model: nn.Module, plan: QuantPlan, groups: Mapping[str, list[str]]
+    model: nn.Module,
+    plan: QuantPlan,
+    groups: Mapping[str, list[str]],
+    neurons: Mapping[str, list[str]] | None = None,
 ) -> nn.Module:
     """Return a copy of ``model`` with every grouped layer replaced by a FakeQuantLayer.
 
-    ``groups`` maps layer-group names (the plan's keys) to module names. The copy's
+    ``groups`` maps layer-group names (the plan's keys) to module names, where
+    ``name[a:b]`` means output rows a..b of a fused layer. ``neurons`` maps groups
+    to the spiking neurons whose membrane takes the group's ``v_bits``. The copy's
     activation quantizers still need calibration (see ``bitnas.evaluators.ptq``).
     """
     missing = set(groups) - set(plan.layers)
@@ -66,11 +107,22 @@ def fake_quantize(
             f"plan groups {sorted(plan.layers)} do not match the model's groups {sorted(groups)}"
         )
     qmodel = copy.deepcopy(model)
-    for group, module_names in groups.items():
-        for name in module_names:
-            parent_name, _, attr = name.rpartition(".")
-            parent = qmodel.get_submodule(parent_name) if parent_name else qmodel
-            setattr(parent, attr, FakeQuantLayer(getattr(parent, attr), plan[group]))
+    parts: dict[str, list[tuple[slice | None, LayerQuant]]] = {}
+    for group, members in groups.items():
+        for member in members:
+            name, rows = split_member(member)
+            parts.setdefault(name, []).append((rows, plan[group]))
+    for name, module_parts in parts.items():
+        module_parts.sort(key=lambda p: -1 if p[0] is None else p[0].start)
+        _set(qmodel, name, FakeQuantLayer(qmodel.get_submodule(name), module_parts))
+    for group, names in (neurons or {}).items():
+        v_bits = plan[group].v_bits
+        if v_bits >= FLOAT_BITS:
+            continue
+        from bitnas.quantizers.neuron import QuantLIFNode
+
+        for name in names:
+            _set(qmodel, name, QuantLIFNode.from_lif(qmodel.get_submodule(name), v_bits))
     return qmodel
 
 

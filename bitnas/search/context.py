@@ -84,16 +84,16 @@ class SearchContext:
         )
 
     def quantized(self, cand: Candidate, plan: QuantPlan | None = None) -> nn.Module:
+        """The candidate's FP model, fake-quantized per its plan (or ``plan``) and calibrated."""
         model, _ = self.fp_model(cand)
         groups, _ = self.structure(cand)
-        return ptq(model, plan or cand.plan, groups, self.calib)
+        return ptq(model, plan or cand.plan, groups, self.calib, self.space.neuron_groups(model))
 
     def evaluate(self, cand: Candidate) -> tuple[dict[str, float], dict[str, float]]:
         """(metrics, timing in seconds) of the candidate after PTQ."""
         start = time.perf_counter()
-        model, train_s = self.fp_model(cand)
-        groups, _ = self.structure(cand)
-        qmodel = ptq(model, cand.plan, groups, self.calib)
+        _, train_s = self.fp_model(cand)
+        qmodel = self.quantized(cand)
         metrics = self.evaluator.evaluate(qmodel)
         total = time.perf_counter() - start
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}

@@ -6,10 +6,13 @@ per-layer breakdown), its metrics and where its time went, as user attrs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import optuna
 
@@ -31,6 +34,48 @@ def process_start_time(pid: int) -> str:
         return "?"
 
 
+class Interrupts:
+    """Ctrl-C and SIGTERM that never tear Optuna's own bookkeeping.
+
+    Inside the objective a signal raises KeyboardInterrupt at once (Optuna then
+    marks the trial FAIL, and the next run retries it); anywhere else, for
+    instance while Optuna records a finished trial, it only sets ``requested`` and
+    the run stops after that trial is stored.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._inside = False
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self._inside = True
+        try:
+            if self.requested:
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._inside = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._inside:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route SIGINT and SIGTERM here (main thread only; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 class SearchObjective:
     """Callable objective for ``study.optimize``; values follow the spec's objectives."""
 
@@ -38,6 +83,7 @@ class SearchObjective:
                  done: Sequence[optuna.trial.FrozenTrial] = ()) -> None:
         self.ctx = ctx
         self.objectives = list(objectives)
+        self.interrupts = Interrupts()
         self.worker = worker_id()
         # canonical candidate -> (first trial that evaluated it, its metrics)
         self.seen: dict[str, tuple[int, dict[str, float]]] = {}
@@ -49,7 +95,8 @@ class SearchObjective:
     def __call__(self, trial: optuna.trial.Trial) -> list[float]:
         trial.set_user_attr("worker", self.worker)
         try:
-            return self._run(trial)
+            with self.interrupts.interruptible():
+                return self._run(trial)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the next run retries these params
             trial.set_user_attr("interrupted", True)
             raise

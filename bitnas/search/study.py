@@ -28,7 +28,7 @@ from bitnas.errors import BitnasError
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import STRATEGIES
 from bitnas.search.context import SearchContext
-from bitnas.search.objective import SearchObjective, process_start_time
+from bitnas.search.objective import SearchObjective, process_start_time, worker_id
 from bitnas.search.pareto import (
     format_table,
     front_trials,
@@ -134,19 +134,33 @@ def _alive(worker: str) -> bool:
     return start in ("?", process_start_time(pid))
 
 
-#: A RUNNING trial with no worker recorded yet is only judged dead after this long:
-#: a live worker sets it within milliseconds of creating the trial.
+#: A RUNNING trial with no worker recorded yet, while another registered worker is
+#: alive, is only judged dead after this long: a live worker claims its trial
+#: within milliseconds of creating it.
 UNCLAIMED_GRACE_S = 60.0
+WORKER_KEY = "worker:"
 
 
-def recover_orphans(study: optuna.Study) -> list[int]:
+def register_worker(study: optuna.Study) -> str:
+    """Record this process on the study, so that others can tell whether it is alive."""
+    me = worker_id()
+    study.set_user_attr(WORKER_KEY + me, datetime.datetime.now().isoformat(timespec="seconds"))
+    return me
+
+
+def recover_orphans(study: optuna.Study, me: str | None = None) -> list[int]:
     """Re-run what a killed or interrupted run left unfinished.
 
     RUNNING trials of dead local workers are marked FAIL; they, and FAIL trials
-    that were interrupted (Ctrl-C, SIGTERM), get their params enqueued once.
+    that were interrupted (Ctrl-C, SIGTERM), get their params enqueued once. A
+    RUNNING trial that no worker has claimed yet (killed between Optuna creating it
+    and bitnas starting it) is an orphan at once when no other registered worker
+    is alive, and after ``UNCLAIMED_GRACE_S`` otherwise.
     """
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
+    others_alive = any(_alive(key[len(WORKER_KEY):]) for key in study.user_attrs
+                       if key.startswith(WORKER_KEY) and key[len(WORKER_KEY):] != me)
     now = datetime.datetime.now()
     recovered = []
     for t in trials:
@@ -154,7 +168,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
             worker = t.user_attrs.get("worker")
             if worker is None:
                 started = t.datetime_start or now
-                if (now - started).total_seconds() < UNCLAIMED_GRACE_S:
+                if others_alive and (now - started).total_seconds() < UNCLAIMED_GRACE_S:
                     continue
             elif _alive(worker):
                 continue
@@ -216,7 +230,7 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
     storage = open_storage(url)
     study = open_study(spec, url, storage)
-    recovered = recover_orphans(study)
+    recovered = recover_orphans(study, register_worker(study))
     if recovered:
         log(f"recovered trial(s) {recovered} left unfinished by a killed or interrupted run: "
             "their parameters are queued to run again")
@@ -233,13 +247,18 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
         counter = {"n": len(done)}
 
         def progress(study: optuna.Study, trial: FrozenTrial) -> None:
+            if objective.interrupts.requested:
+                study.stop()
             if trial.state in FINISHED:
                 counter["n"] += 1
                 log(f"[{counter['n']:>{len(str(spec.trials))}}/{spec.trials}] "
                     + _describe_trial(trial, spec))
 
         stop = optuna.study.MaxTrialsCallback(spec.trials, states=FINISHED)
-        study.optimize(objective, n_trials=remaining, callbacks=[progress, stop])
+        with objective.interrupts.installed():
+            study.optimize(objective, n_trials=remaining, callbacks=[progress, stop])
+        if objective.interrupts.requested:
+            raise KeyboardInterrupt  # stopped cleanly between trials; the CLI exits 130
 
     records = export_front(study, spec, ctx, out_dir)
     return SearchResult(study, records, url, out_dir, time.perf_counter() - start)

@@ -4,3 +4,11 @@ from bitnas.spaces.base import PrecisionChoices, SearchSpace
 from bitnas.spaces.cnn import CNNSpace
 
 __all__ = ["CNNSpace", "PrecisionChoices", "SearchSpace"]
+
+from bitnas.spaces.spiking import (  # noqa: E402
+    SpikeDrivenTransformerSpace,
+    SpikformerSpace,
+    SpikingClassifier,
+)
+
+__all__ += ["SpikeDrivenTransformerSpace", "SpikformerSpace", "SpikingClassifier"]

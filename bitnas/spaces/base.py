@@ -79,6 +79,10 @@ class SearchSpace(ABC):
     def layer_groups(self, model: nn.Module) -> dict[str, list[str]]:
         """Layer group -> module names, in execution order."""
 
+    def neuron_groups(self, model: nn.Module) -> dict[str, list[str]]:
+        """Layer group -> spiking neurons whose membrane takes the group's v_bits (none here)."""
+        return {}
+
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, *self.input_shape)
 

@@ -208,3 +208,34 @@ def test_sigterm_marks_the_running_trial_failed_and_exits_130(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     retried = {t.user_attrs.get("retry_of") for t in _study(tmp_path / "run").trials}
     assert all(n in retried for n in interrupted)  # an interrupted candidate is run again
+
+
+def test_unclaimed_running_trial_of_a_dead_run_is_recovered_at_once(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
+    run_search(spec, tmp_path / "run", log=lambda m: None)
+    study = open_study(spec, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    unclaimed = study.ask()  # killed before bitnas could record its worker
+    run_search(spec.replace(trials=2), tmp_path / "run", log=lambda m: None)
+    study = _study(tmp_path / "run")
+    assert study.trials[unclaimed.number].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_unclaimed_trial_is_left_alone_while_another_worker_lives(tmp_path):
+    from bitnas.search.study import WORKER_KEY, recover_orphans
+
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
+    run_search(spec, tmp_path / "run", log=lambda m: None)
+    study = open_study(spec, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        from bitnas.search.objective import process_start_time
+
+        host = __import__("socket").gethostname()
+        study.set_user_attr(f"{WORKER_KEY}{host}:{sleeper.pid}:{process_start_time(sleeper.pid)}", "x")
+        fresh = study.ask()  # perhaps that worker's, about to be claimed
+        assert recover_orphans(study, me="someone-else") == []
+        assert study.trials[fresh.number].state == TrialState.RUNNING
+    finally:
+        sleeper.kill()
+        sleeper.wait()
