@@ -61,6 +61,9 @@ class ActivationQuantizer(nn.Module):
 
     In ``observing`` mode it records the range and passes values through; after
     calibration it rounds to the ``bits``-bit grid with a straight-through gradient.
+    An input that only ever held 0 and 1 during calibration carries spikes: those
+    are exact at any width, so they pass unchanged (a grid fitted to a layer that
+    happened not to fire would otherwise erase every later spike).
     """
 
     def __init__(self, bits: int) -> None:
@@ -69,6 +72,7 @@ class ActivationQuantizer(nn.Module):
         self.observing = False
         self.register_buffer("lo", torch.tensor(float("inf")))
         self.register_buffer("hi", torch.tensor(float("-inf")))
+        self.register_buffer("binary", torch.tensor(True))
 
     @property
     def calibrated(self) -> bool:
@@ -89,9 +93,12 @@ class ActivationQuantizer(nn.Module):
         if self.observing:
             self.lo = torch.minimum(self.lo, x.detach().min())
             self.hi = torch.maximum(self.hi, x.detach().max())
+            self.binary = self.binary & ((x == 0) | (x == 1)).all()
             return x
         if not self.calibrated:
             raise RuntimeError("ActivationQuantizer used before calibration")
+        if self.binary:
+            return x
         scale, zp = self.qparams()
         q = torch.clamp(torch.round(x / scale) + zp, 0, 2**self.bits - 1)
         xq = (q - zp) * scale

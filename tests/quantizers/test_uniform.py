@@ -84,3 +84,22 @@ def test_straight_through_gradient():
     x = torch.tensor([0.3, 0.6], requires_grad=True)
     aq(x).sum().backward()
     assert torch.equal(x.grad, torch.ones(2))
+
+
+def test_spike_inputs_pass_exactly_even_if_calibration_saw_no_spike():
+    silent = ActivationQuantizer(8)
+    silent.observing = True
+    silent(torch.zeros(10))  # a layer that did not fire on the calibration batches
+    silent.observing = False
+    spikes = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    assert torch.equal(silent(spikes), spikes)
+    spiking = ActivationQuantizer(2)
+    spiking.observing = True
+    spiking(torch.tensor([0.0, 1.0]))
+    spiking.observing = False
+    assert torch.equal(spiking(spikes), spikes)
+    dense = ActivationQuantizer(2)
+    dense.observing = True
+    dense(torch.tensor([0.0, 0.5, 3.0]))
+    dense.observing = False
+    assert not torch.equal(dense(torch.tensor([0.4, 1.3])), torch.tensor([0.4, 1.3]))
