@@ -8,6 +8,8 @@ from bitnas.hardware_models.base import (
     load_constants,
 )
 from bitnas.hardware_models.generic45nm import Generic45nm
+from bitnas.hardware_models.snn45nm import SNN45nm
+from bitnas.hardware_models.spikes import measure_activity
 from bitnas.hardware_models.workload import extract_workload
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "Generic45nm",
     "HardwareModel",
     "LayerWorkload",
+    "SNN45nm",
     "extract_workload",
     "load_constants",
+    "measure_activity",
 ]

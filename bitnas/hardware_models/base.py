@@ -58,6 +58,11 @@ class Cost:
             raise KeyError(name)
         return float(getattr(self, name))
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Cost:
+        return cls(d["energy_j"], d["latency_s"], d["weight_bytes"], d["peak_act_bytes"],
+                   d["per_layer"], d.get("violations", {}))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "energy_j": self.energy_j,
@@ -70,7 +75,15 @@ class Cost:
 
 
 class HardwareModel(ABC):
-    """An analytical cost model of one target (registered by name in ``HARDWARE``)."""
+    """An analytical cost model of one target (registered by name in ``HARDWARE``).
+
+    A model with ``needs_activity`` charges measured spikes: the search costs it
+    once from the static workload (to check feasibility before any evaluation) and
+    again, for the objectives, with the spike rates measured on the candidate's own
+    quantized model.
+    """
+
+    needs_activity = False
 
     @abstractmethod
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:

@@ -16,10 +16,15 @@ from bitnas.evaluators import (
     ptq,
     train_fp,
 )
-from bitnas.hardware_models import Cost, LayerWorkload, extract_workload
+from bitnas.hardware_models import Cost, LayerWorkload, extract_workload, measure_activity
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import HARDWARE, SPACES, TASKS
 from bitnas.spec import StudySpec
+
+#: validation samples whose spikes are counted for activity-based cost models
+ACTIVITY_SAMPLES = 64
+#: cost fields that depend on measured activity (checked after evaluation)
+ACTIVITY_FIELDS = ("energy_j", "latency_s")
 
 
 class SearchContext:
@@ -42,6 +47,7 @@ class SearchContext:
             self.data.train.x, self.train_cfg.calib_batches, self.train_cfg.batch_size, spec.seed
         )
         self.fp_cache = FPModelCache(cache_dir)
+        self.activity_batch = self.data.val.x[:ACTIVITY_SAMPLES]
         self._structure: dict[str, tuple[dict[str, list[str]], list[LayerWorkload]]] = {}
 
     def structure(self, cand: Candidate) -> tuple[dict[str, list[str]], list[LayerWorkload]]:
@@ -53,9 +59,13 @@ class SearchContext:
             self._structure[key] = (groups, extract_workload(model, self.space.example_input(), groups))
         return self._structure[key]
 
-    def cost(self, cand: Candidate) -> Cost:
-        """The hardware cost, with the spec's bounds added as normalised violations."""
-        _, workload = self.structure(cand)
+    def cost(self, cand: Candidate, workload: list[LayerWorkload] | None = None) -> Cost:
+        """The hardware cost, with the spec's bounds added as normalised violations.
+
+        Without ``workload`` it is the static cost (no spikes measured yet).
+        """
+        if workload is None:
+            _, workload = self.structure(cand)
         cost = self.hardware.cost(workload, cand.plan)
         violations = dict(cost.violations)
         for field, bound in self.spec.constraints.items():
@@ -89,14 +99,23 @@ class SearchContext:
         groups, _ = self.structure(cand)
         return ptq(model, plan or cand.plan, groups, self.calib, self.space.neuron_groups(model))
 
-    def evaluate(self, cand: Candidate) -> tuple[dict[str, float], dict[str, float]]:
-        """(metrics, timing in seconds) of the candidate after PTQ."""
+    def evaluate(self, cand: Candidate) -> tuple[dict[str, float], dict[str, float], Cost]:
+        """(metrics, timing in seconds, cost) of the candidate after PTQ.
+
+        For a hardware model that charges spikes, the cost uses the spike rates
+        measured on this quantized model over a fixed validation batch; otherwise it
+        is the static cost.
+        """
         start = time.perf_counter()
         _, train_s = self.fp_model(cand)
         qmodel = self.quantized(cand)
         metrics = self.evaluator.evaluate(qmodel)
+        cost = self.cost(cand)
+        if self.hardware.needs_activity:
+            _, workload = self.structure(cand)
+            cost = self.cost(cand, measure_activity(qmodel, self.activity_batch, workload))
         total = time.perf_counter() - start
-        return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}
+        return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost
 
     def fp_metrics(self, cand: Candidate) -> dict[str, float]:
         model, _ = self.fp_model(cand)

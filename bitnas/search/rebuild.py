@@ -38,6 +38,6 @@ def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
     if cand != stored:
         raise BitnasError(f"trial {number}: its params rebuild {cand.to_json()}, "
                           f"but it stored {stored.to_json()}; the space code has changed")
-    metrics, _ = ctx.evaluate(cand)
+    metrics, _, cost = ctx.evaluate(cand)
     return {"candidate": cand, "metrics": metrics, "state": trial.state.name,
-            "stored_metrics": trial.user_attrs.get("metrics", {}), "cost": ctx.cost(cand)}
+            "stored_metrics": trial.user_attrs.get("metrics", {}), "cost": cost}

@@ -270,8 +270,7 @@ def reference_int8(ctx: SearchContext, record: dict[str, Any]) -> dict[str, Any]
                                 "plan": record["plan"]})
     groups = list(record["plan"])
     ref = Candidate(cand.arch_dict(), QuantPlan.uniform(groups, 8, 8), cand.space)
-    cost = ctx.cost(ref)
-    metrics, _ = ctx.evaluate(ref)
+    metrics, _, cost = ctx.evaluate(ref)
     return {"plan": "uniform w8/a8", **metrics, "energy_j": cost.energy_j,
             "weight_bytes": cost.weight_bytes}
 

@@ -1,0 +1,111 @@
+"""The `snn45nm` model: the Spikformer energy convention, scaled with bit-widths.
+
+Per layer, with w, a and v the group's weight, activation and membrane bits and T
+the steps the layer runs:
+- a dense-input layer (``in_spike_rate`` None) does T * MACs multiply-accumulates
+  at E_MAC(w, a): E_mul8 * w*a/64 + E_add32 * acc/32 with acc = min(32, w + a +
+  ceil(log2 fan_in)), a shift instead of the multiply for power-of-two weights,
+  and 4.6 pJ when w or a is 32 (float);
+- a spike-input layer does SOP = rate * T * MACs accumulates at E_AC(w) =
+  E_add32 * acc/32 with acc = min(32, w + ceil(log2 fan_in)), or 0.9 pJ at 32 bits.
+At 32 bits this is exactly E = 4.6 pJ * MACs(dense) + 0.9 pJ * sum SOP, the
+convention SpikingJelly's SimpleEnergy implements (its BatchNorm, neuron and
+residual-add operations are left out: BatchNorm folds into weights and thresholds).
+Memory, per bit at the SRAM energy of a memory the size of what it holds
+(Horowitz's 8 KB / 32 KB / 1 MB points, log-interpolated; DRAM above 1 MB):
+weights read once per time step; each output neuron's membrane read and written
+once per step at v bits; input spikes (1 bit) or dense inputs (a bits) read per step.
+Without measured rates (the static pass before evaluation) every input is taken
+to spike at rate 1: an upper bound, used only to check feasibility.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from bitnas.hardware_models.base import (
+    Cost,
+    HardwareModel,
+    LayerWorkload,
+    apply_overrides,
+    load_constants,
+)
+from bitnas.hardware_models.generic45nm import sram_pj_per_bit
+from bitnas.plan import FLOAT_BITS, QuantPlan
+from bitnas.registry import HARDWARE, QUANTIZERS
+
+PJ = 1e-12
+
+
+@HARDWARE.register("snn45nm")
+class SNN45nm(HardwareModel):
+    """Spikformer convention at 45 nm: E_MAC per dense MAC + E_AC per synaptic op, bit-scaled."""
+
+    constants_file = "snn45nm.toml"
+    needs_activity = True
+
+    def __init__(self, **overrides: Any) -> None:
+        self.constants = load_constants(self.constants_file)
+        self.c = apply_overrides(self.constants, overrides, "snn45nm")
+
+    def mac_pj(self, w_bits: int, a_bits: int, fan_in: int, mult_kind: str) -> float:
+        c = self.c
+        if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
+            return c["fp32_mac_pj"]
+        acc = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
+        mult = (c["int32_add_pj"] * a_bits / 32 if mult_kind == "shift"
+                else c["int8_mult_pj"] * w_bits * a_bits / 64)
+        return mult + c["int32_add_pj"] * acc / 32
+
+    def ac_pj(self, w_bits: int, fan_in: int) -> float:
+        if w_bits >= FLOAT_BITS:
+            return self.c["fp32_ac_pj"]
+        return self.c["int32_add_pj"] * min(32, w_bits + math.ceil(math.log2(fan_in))) / 32
+
+    def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
+        c = self.c
+        lqs = [plan[w.group or w.name] for w in workload]
+        weight_bits = [QUANTIZERS.create(lq.quantizer).storage_bits(w.params, lq.w_bits)
+                       + 32 * w.bias_params for w, lq in zip(workload, lqs, strict=True)]
+        state_bits = [w.out_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
+        in_bits = [w.in_elems * (lq.a_bits if w.in_spike_rate is None else 1)
+                   for w, lq in zip(workload, lqs, strict=True)]
+        weight_bytes = math.ceil(sum(weight_bits) / 8)
+        peak_act_bytes = math.ceil(max(i + s for i, s in zip(in_bits, state_bits, strict=True)) / 8)
+        w_pj_bit = sram_pj_per_bit(weight_bytes, c)
+        a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
+
+        per_layer: dict[str, dict[str, float]] = {}
+        for w, lq, wb, sb, ib in zip(workload, lqs, weight_bits, state_bits, in_bits, strict=True):
+            steps = w.timesteps
+            if w.in_spike_rate is None:
+                ops = steps * w.macs
+                op_pj = self.mac_pj(lq.w_bits, lq.a_bits, w.fan_in,
+                                    QUANTIZERS.get(lq.quantizer).mult_kind)
+            else:
+                ops = w.in_spike_rate * steps * w.macs
+                op_pj = self.ac_pj(lq.w_bits, w.fan_in)
+            compute_j = ops * op_pj * PJ
+            weight_j = steps * wb * w_pj_bit * PJ
+            state_j = steps * 2 * sb * a_pj_bit * PJ
+            act_j = steps * ib * a_pj_bit * PJ
+            per_layer[w.name] = {
+                "compute_energy_j": compute_j,
+                "weight_energy_j": weight_j,
+                "state_energy_j": state_j,
+                "act_energy_j": act_j,
+                "energy_j": compute_j + weight_j + state_j + act_j,
+                "ops": float(ops),
+                "dense": 1.0 if w.in_spike_rate is None else 0.0,
+                "latency_s": math.ceil(ops / c["ops_per_cycle"]) / c["clock_hz"],
+                "weight_bytes": wb / 8,
+            }
+        return Cost(
+            energy_j=sum(p["energy_j"] for p in per_layer.values()),
+            latency_s=sum(p["latency_s"] for p in per_layer.values()),
+            weight_bytes=weight_bytes,
+            peak_act_bytes=peak_act_bytes,
+            per_layer=per_layer,
+        )
