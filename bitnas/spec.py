@@ -255,13 +255,22 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     task_opts = {k: v for k, v in task_opts.items() if k not in train_opts}
     task_cls = TASKS.get(task["name"])
     _check_kwargs(task_cls, task_opts, "task", skip=set())
-    task_cls(**task_opts)
     TrainConfig(**train_opts)
     space_cls = SPACES.get(space["name"])
     _check_kwargs(space_cls, space_opts, "space", skip={"input_shape", "num_classes"})
-    space_cls(input_shape=task_cls.input_shape, num_classes=task_cls.num_classes, **space_opts)
+    task_obj = task_cls(**task_opts)
+    space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes, **space_opts)
     hw_opts = {k: v for k, v in hardware.items() if k != "name"}
-    HARDWARE.get(hardware["name"])(**hw_opts)
+    hw = HARDWARE.get(hardware["name"])(**hw_opts)
+    bits_range = getattr(hw, "weight_bits_range", None)
+    if bits_range is not None:
+        lo, hi = bits_range
+        outside = sorted({b for b in space_obj.precision.w_bits if not lo <= b <= hi})
+        if outside:
+            raise SpecError(
+                f"hardware {hardware['name']} holds {lo}..{hi}-bit weights, but space.w_bits offers "
+                f"{outside}; drop them or choose another hardware model"
+            )
 
     metrics: dict[str, str] = dict(TASKS.get(task["name"]).metrics)
     objectives = _objectives(raw.get("objectives"), metrics, study.get("directions"))

@@ -8,6 +8,7 @@ from bitnas.hardware_models.base import (
     load_constants,
 )
 from bitnas.hardware_models.generic45nm import Generic45nm
+from bitnas.hardware_models.loihi import Loihi
 from bitnas.hardware_models.snn45nm import SNN45nm
 from bitnas.hardware_models.spikes import measure_activity
 from bitnas.hardware_models.workload import extract_workload
@@ -18,6 +19,7 @@ __all__ = [
     "Generic45nm",
     "HardwareModel",
     "LayerWorkload",
+    "Loihi",
     "SNN45nm",
     "extract_workload",
     "load_constants",

@@ -1,0 +1,124 @@
+"""The `loihi` model: Intel Loihi-class neuromorphic cores (Davies et al., IEEE Micro 2018).
+
+Per layer, with T the steps it runs and r its measured input spike rate (a
+dense-input layer is taken to receive a spike on every input each step, an upper
+bound: Loihi only takes spikes):
+- synaptic ops: SOP = r * T * MACs, at E_synop each;
+- neuron updates: every output compartment every step; a compartment is active
+  when at least one input spike reaches it, P = 1 - (1 - r)^fan_in;
+- spike routing: input spikes = r * T * inputs, each delivered in its tile plus
+  ``hops_per_spike`` hops;
+- cores: the larger of synaptic memory (weight bits against 128 KB) and
+  compartments (outputs against 1,024), at least one; layers do not share cores;
+- latency: T steps, each the slowest core's work plus a barrier; a layer's
+  synaptic ops, neuron updates and spike deliveries are shared by the cores its
+  compartments occupy (cores added only to hold weights store, but do not compute);
+- static energy: static power per used core times latency.
+Infeasible (``violations`` > 0): more cores than the chip has, or weights wider than
+9 bits (float included). Compartment state is Loihi's 24-bit membrane, or v_bits
+if narrower.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from bitnas.hardware_models.base import (
+    Cost,
+    HardwareModel,
+    LayerWorkload,
+    apply_overrides,
+    load_constants,
+)
+from bitnas.plan import QuantPlan
+from bitnas.registry import HARDWARE, QUANTIZERS
+
+PJ, NS = 1e-12, 1e-9
+MEMBRANE_BITS = 24  # Loihi's compartment voltage register
+
+
+@HARDWARE.register("loihi")
+class Loihi(HardwareModel):
+    """Loihi-class neuromorphic cores: synaptic ops, neuron updates, routing, cores, static power."""
+
+    constants_file = "loihi.toml"
+    needs_activity = True
+
+    def __init__(self, **overrides: Any) -> None:
+        self.constants = load_constants(self.constants_file)
+        self.c = apply_overrides(self.constants, overrides, "loihi")
+
+    @property
+    def weight_bits_range(self) -> tuple[int, int]:
+        return 1, int(self.c["max_weight_bits"])
+
+    def compute_cores(self, w: LayerWorkload) -> int:
+        """Cores the layer's compartments occupy: they share its work."""
+        return max(1, math.ceil(w.out_elems / self.c["compartments_per_core"]))
+
+    def layer_cores(self, w: LayerWorkload, weight_bits: int) -> int:
+        """Cores the layer needs: for its compartments, or to hold its weights."""
+        by_memory = math.ceil(weight_bits / 8 / self.c["synaptic_memory_bytes"])
+        return max(self.compute_cores(w), by_memory)
+
+    def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
+        c = self.c
+        per_layer: dict[str, dict[str, float]] = {}
+        step_s = 0.0
+        total_cores = 0
+        max_w_bits = 0
+        weight_bits_all = 0
+        steps = max(w.timesteps for w in workload)
+        for w in workload:
+            lq = plan[w.group or w.name]
+            max_w_bits = max(max_w_bits, lq.w_bits)
+            wbits = QUANTIZERS.create(lq.quantizer).storage_bits(w.params, lq.w_bits) + 32 * w.bias_params
+            weight_bits_all += wbits
+            cores = self.layer_cores(w, wbits)
+            total_cores += cores
+            rate = 1.0 if w.in_spike_rate is None else w.in_spike_rate
+            synops = rate * w.timesteps * w.macs
+            active = 1.0 - (1.0 - rate) ** w.fan_in
+            updates = w.timesteps * w.out_elems
+            spikes = rate * w.timesteps * w.in_elems
+            synop_j = synops * c["synop_pj"] * PJ
+            neuron_j = updates * (active * c["neuron_active_pj"]
+                                  + (1 - active) * c["neuron_inactive_pj"]) * PJ
+            route_j = spikes * (c["spike_in_tile_pj"] + c["hops_per_spike"] * c["hop_pj"]) * PJ
+            core_step_s = (synops * c["synop_ns"] + updates * (
+                active * c["neuron_active_ns"] + (1 - active) * c["neuron_inactive_ns"])
+                + spikes * c["spike_in_tile_ns"]) * NS / (w.timesteps * self.compute_cores(w))
+            step_s = max(step_s, core_step_s)
+            per_layer[w.name] = {
+                "synop_energy_j": synop_j,
+                "neuron_energy_j": neuron_j,
+                "routing_energy_j": route_j,
+                "synops": synops,
+                "cores": float(cores),
+                "weight_bytes": wbits / 8,
+                "core_step_s": core_step_s,
+            }
+        latency_s = steps * (step_s + c["barrier_ns"] * NS)
+        static_j = c["static_w_per_core"] * total_cores * latency_s
+        for p in per_layer.values():
+            p["static_energy_j"] = static_j * p["cores"] / total_cores
+            p["energy_j"] = (p["synop_energy_j"] + p["neuron_energy_j"] + p["routing_energy_j"]
+                             + p["static_energy_j"])
+            # the chip's time is shared; each layer is charged its cores' share of it
+            p["latency_s"] = latency_s * p["cores"] / total_cores
+        _, hi = self.weight_bits_range
+        violations = {
+            "loihi_cores": total_cores / c["cores"] - 1.0,
+            "loihi_weight_bits": (max_w_bits - hi) / hi,  # > 0 past 9 bits
+        }
+        return Cost(
+            energy_j=sum(p["energy_j"] for p in per_layer.values()),
+            latency_s=latency_s,
+            weight_bytes=math.ceil(weight_bits_all / 8),
+            peak_act_bytes=max(math.ceil(w.out_elems * min(MEMBRANE_BITS, plan[w.group or w.name].v_bits) / 8)
+                               for w in workload),
+            per_layer=per_layer,
+            violations=violations,
+        )
