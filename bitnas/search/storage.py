@@ -10,6 +10,8 @@ import optuna
 from bitnas.errors import BitnasError
 
 DB_NAME = "study.db"
+#: how long a SQLite writer waits for another process's lock before failing
+SQLITE_BUSY_TIMEOUT_S = 120
 
 
 _SECRET_KEYS = re.compile(r"(pass(word|wd)?|pwd|secret|token)", re.IGNORECASE)
@@ -92,6 +94,9 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             parent = Path(url[len("sqlite:///") :]).parent
             if not parent.is_dir():
                 raise ValueError(f"directory {parent} does not exist")
+            # a reader (bitnas pareto, the dashboard) must make a running search wait, not fail
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
         return optuna.storages.RDBStorage(url)
     except Exception as e:  # driver, schema and file errors all reach the user as one line
         raise BitnasError(

@@ -151,9 +151,9 @@ def test_orphaned_running_trial_is_failed_and_retried(tmp_path):
 def test_resume_after_the_process_is_killed(tmp_path):
     spec = write_spec(tmp_path / "s.toml", trials=40, epochs=15)
     db = tmp_path / "run" / "study.db"
+    log = (tmp_path / "search.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "bitnas", "search", str(spec), "--out",
-                             str(tmp_path / "run")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.time() + 120
         done = 0
@@ -166,10 +166,11 @@ def test_resume_after_the_process_is_killed(tmp_path):
                     continue
                 if done >= 3:
                     break
-        assert done >= 3, "the study did not get going"
+        assert done >= 3, "the study did not get going: " + (tmp_path / "search.log").read_text()
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+        log.close()
     before = {t.number: (t.params, t.values, t.state) for t in _finished(_study(tmp_path / "run"))}
     target = len(before) + 2
     resumed = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"), "--trials",
