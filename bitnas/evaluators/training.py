@@ -25,6 +25,7 @@ from bitnas.errors import BitnasError
 from bitnas.evaluators.base import Split
 
 CACHE_VERSION = 1
+QAT_MODES = ("off", "always", "when_broken")
 
 
 @dataclass(frozen=True)
@@ -36,27 +37,46 @@ class TrainConfig:
     batch_size: int = 64
     weight_decay: float = 0.0
     calib_batches: int = 4
+    qat: str = "off"  # "off" | "always" | "when_broken" (PTQ lost more than qat_threshold)
+    qat_epochs: int = 2
+    qat_lr: float = 5e-4
+    qat_threshold: float = 0.02
+
+    #: the fields FP training depends on (the FP cache key); the rest concern QAT
+    FP_FIELDS = ("epochs", "lr", "batch_size", "weight_decay")
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "calib_batches"):
+        if self.qat not in QAT_MODES:
+            raise BitnasError(f"task.qat = {self.qat!r}; use one of: {', '.join(QAT_MODES)}")
+        v = self.qat_threshold
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+            raise BitnasError(f"task.qat_threshold must be an accuracy drop in 0..1, got {v!r}")
+        for name in ("epochs", "batch_size", "calib_batches", "qat_epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise BitnasError(f"task.{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "weight_decay"):
+        for name in ("lr", "weight_decay", "qat_lr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise BitnasError(f"task.{name} must be a finite non-negative number, got {v!r}")
 
 
-def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int) -> nn.Module:
-    """Train ``model`` in place with Adam and cross-entropy; deterministic given ``seed``."""
+def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
+             *, epochs: int | None = None, lr: float | None = None) -> nn.Module:
+    """Train ``model`` in place with Adam and cross-entropy; deterministic given ``seed``.
+
+    The same loop fine-tunes a fake-quantized model (QAT): its quantizers pass
+    gradients straight through, and spiking neurons use their surrogate gradients.
+    """
+    epochs = cfg.epochs if epochs is None else epochs
+    lr = cfg.lr if lr is None else lr
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in range(cfg.epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
@@ -67,7 +87,7 @@ def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int) -> nn.
     model.eval()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise BitnasError(
-            f"FP training diverged (non-finite weights) at task.lr = {cfg.lr}; lower task.lr"
+            f"training diverged (non-finite weights) at learning rate {lr}; lower task.lr or task.qat_lr"
         )
     return model
 

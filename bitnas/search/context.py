@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ class SearchContext:
         self.fp_cache = FPModelCache(cache_dir)
         self.activity_batch = self.data.val.x[:ACTIVITY_SAMPLES]
         self._structure: dict[str, tuple[dict[str, list[str]], list[LayerWorkload]]] = {}
+        self._fp_metrics: dict[str, dict[str, float]] = {}
 
     def structure(self, cand: Candidate) -> tuple[dict[str, list[str]], list[LayerWorkload]]:
         """(layer groups, workload) of the candidate's architecture, from an untrained build."""
@@ -81,7 +81,7 @@ class SearchContext:
             "arch": arch,
             "task": self.spec.task["name"],
             "task_options": self.spec.task_options(),
-            "train": json.loads(json.dumps(self.train_cfg.__dict__)),
+            "train": {k: getattr(self.train_cfg, k) for k in self.train_cfg.FP_FIELDS},
             "seed": self.spec.seed,
         }
 
@@ -110,6 +110,13 @@ class SearchContext:
         _, train_s = self.fp_model(cand)
         qmodel = self.quantized(cand)
         metrics = self.evaluator.evaluate(qmodel)
+        cfg = self.train_cfg
+        if cfg.qat == "always" or (cfg.qat == "when_broken" and self.fp_metrics(cand)["accuracy"]
+                                   - metrics["accuracy"] > cfg.qat_threshold):
+            train_fp(qmodel, self.data.train, cfg, self.spec.seed, epochs=cfg.qat_epochs,
+                     lr=cfg.qat_lr)
+            metrics = {**self.evaluator.evaluate(qmodel), "ptq_accuracy": metrics["accuracy"],
+                       "qat": 1.0}
         cost = self.cost(cand)
         if self.hardware.needs_activity:
             _, workload = self.structure(cand)
@@ -118,5 +125,9 @@ class SearchContext:
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost
 
     def fp_metrics(self, cand: Candidate) -> dict[str, float]:
-        model, _ = self.fp_model(cand)
-        return self.evaluator.evaluate(model)
+        """Metrics of the candidate's FP model (memoised per architecture)."""
+        key = cand.arch_key()
+        if key not in self._fp_metrics:
+            model, _ = self.fp_model(cand)
+            self._fp_metrics[key] = self.evaluator.evaluate(model)
+        return self._fp_metrics[key]
