@@ -4,8 +4,9 @@ Recorded the way N-MNIST was: the static image moves along three small saccades
 (a closed triangle) in front of a simulated dynamic vision sensor. Each pixel keeps
 a reference log-intensity; whenever the current log-intensity moves a contrast
 threshold C above (below) it, the pixel emits an ON (OFF) event and the reference
-steps by C. Thresholds vary from pixel to pixel (sensor mismatch) and a little
-background activity is added. Events are summed into ``bins`` frames of shape
+steps by C. Thresholds vary from pixel to pixel (sensor mismatch, drawn anew for each
+sample, like recordings on slightly different sensors) and a little background
+activity is added. Events are summed into ``bins`` frames of shape
 [2, size, size] (ON, OFF), so a sample is [bins, 2, size, size]; a spiking model
 integrates them into its own T frames. Everything is seeded and vectorised: the
 whole data set takes about a second.

@@ -24,7 +24,7 @@ from torch import nn
 from bitnas.errors import BitnasError
 from bitnas.evaluators.base import Split
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 QAT_MODES = ("off", "always", "when_broken")
 
 

@@ -31,6 +31,7 @@ class LayerWorkload:
     bias_params: int = 0  # kept at 32 bits
     timesteps: int = 1
     in_spike_rate: float | None = None
+    state_elems: int = 0  # membrane potentials of the spiking neurons the group owns (per step)
 
     @property
     def fan_in(self) -> int:
@@ -84,6 +85,8 @@ class HardwareModel(ABC):
     """
 
     needs_activity = False
+    #: cost fields that depend on measured activity: their bounds wait for it
+    activity_fields: tuple[str, ...] = ()
 
     @abstractmethod
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:

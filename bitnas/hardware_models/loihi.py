@@ -45,6 +45,7 @@ class Loihi(HardwareModel):
 
     constants_file = "loihi.toml"
     needs_activity = True
+    activity_fields = ("energy_j", "latency_s")
 
     def __init__(self, **overrides: Any) -> None:
         self.constants = load_constants(self.constants_file)
@@ -117,8 +118,9 @@ class Loihi(HardwareModel):
             energy_j=sum(p["energy_j"] for p in per_layer.values()),
             latency_s=latency_s,
             weight_bytes=math.ceil(weight_bits_all / 8),
-            peak_act_bytes=max(math.ceil(w.out_elems * min(MEMBRANE_BITS, plan[w.group or w.name].v_bits) / 8)
-                               for w in workload),
+            peak_act_bytes=max(
+                math.ceil(w.state_elems * min(MEMBRANE_BITS, plan[w.group or w.name].v_bits) / 8)
+                for w in workload),
             per_layer=per_layer,
             violations=violations,
         )

@@ -8,15 +8,21 @@ the steps the layer runs:
   and 4.6 pJ when w or a is 32 (float);
 - a spike-input layer does SOP = rate * T * MACs accumulates at E_AC(w) =
   E_add32 * acc/32 with acc = min(32, w + ceil(log2 fan_in)), or 0.9 pJ at 32 bits.
-At 32 bits this is exactly E = 4.6 pJ * MACs(dense) + 0.9 pJ * sum SOP, the
-convention SpikingJelly's SimpleEnergy implements (its BatchNorm, neuron and
-residual-add operations are left out: BatchNorm folds into weights and thresholds).
+At 32 bits this is E = 4.6 pJ * MACs(dense) + 0.9 pJ * sum SOP over the
+convolution and linear layers, the convention SpikingJelly's SimpleEnergy
+implements. Left out, as SimpleEnergy does not: BatchNorm (it folds into weights
+and thresholds) and the neuron updates; left out although SimpleEnergy counts
+them: residual adds, pooling and means, and the spike-times-spike attention
+products, which belong to no layer group (about 1-5 % of the compute energy of
+the small transformers tested).
 Memory, per bit at the SRAM energy of a memory the size of what it holds
 (Horowitz's 8 KB / 32 KB / 1 MB points, log-interpolated; DRAM above 1 MB):
-weights read once per time step; each output neuron's membrane read and written
-once per step at v bits; input spikes (1 bit) or dense inputs (a bits) read per step.
-Without measured rates (the static pass before evaluation) every input is taken
-to spike at rate 1: an upper bound, used only to check feasibility.
+weights read once per time step; each spiking neuron's membrane that the group
+owns (``state_elems``) read and written once per step at v bits; input spikes
+(1 bit) or dense inputs (a bits) read per step.
+Without measured rates (the static pass before evaluation) every layer is costed
+as dense multiply-accumulates on a_bits inputs: an upper bound, used only to
+check the bounds that do not depend on activity.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class SNN45nm(HardwareModel):
 
     constants_file = "snn45nm.toml"
     needs_activity = True
+    activity_fields = ("energy_j", "latency_s", "peak_act_bytes")  # inputs: 1-bit spikes or a-bit
 
     def __init__(self, **overrides: Any) -> None:
         self.constants = load_constants(self.constants_file)
@@ -69,7 +76,7 @@ class SNN45nm(HardwareModel):
         lqs = [plan[w.group or w.name] for w in workload]
         weight_bits = [QUANTIZERS.create(lq.quantizer).storage_bits(w.params, lq.w_bits)
                        + 32 * w.bias_params for w, lq in zip(workload, lqs, strict=True)]
-        state_bits = [w.out_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
+        state_bits = [w.state_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
         in_bits = [w.in_elems * (lq.a_bits if w.in_spike_rate is None else 1)
                    for w, lq in zip(workload, lqs, strict=True)]
         weight_bytes = math.ceil(sum(weight_bits) / 8)

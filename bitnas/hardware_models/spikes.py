@@ -56,6 +56,9 @@ def measure_activity(model: nn.Module, x: torch.Tensor,
     for w in workload:
         module, rows = split_member(w.name)
         scope = f"{prefix}.{module}"
+        if scope not in macs and scope not in synops:
+            raise RuntimeError(f"SpikingJelly's counters saw no operation of {module}; "
+                               "the model's module names have changed")
         share = 1.0 if rows is None else w.params / max(1, _params_of(model, module))
         dense = _layer_total(macs, scope) * share / batch
         events = _layer_total(synops, scope) * share / batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -29,6 +30,43 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
     if isinstance(module, nn.Linear):
         return out_elems * module.in_features
     raise TypeError(type(module).__name__)
+
+
+@torch.no_grad()
+def neuron_state_elems(model: nn.Module, example: torch.Tensor,
+                       neurons: Mapping[str, list[str]]) -> dict[str, int]:
+    """Group -> membrane potentials its spiking neurons hold (per sample, per step)."""
+    counts = {g: 0 for g in neurons}
+    modules = dict(model.named_modules())
+    handles = []
+
+    def hook(group: str):
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            counts[group] += out[0].numel()  # [T, 1, ...] -> one step of one sample
+
+        return fn
+
+    for g, names in neurons.items():
+        for name in names:
+            handles.append(modules[name].register_forward_hook(hook(g)))
+    try:
+        model.eval()
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
+def with_state(workload: list[LayerWorkload], state: Mapping[str, int]) -> list[LayerWorkload]:
+    """Attach each group's membrane count to the group's first layer."""
+    out, seen = [], set()
+    for w in workload:
+        if w.group in state and w.group not in seen:
+            seen.add(w.group)
+            w = dataclasses.replace(w, state_elems=state[w.group])
+        out.append(w)
+    return out
 
 
 @torch.no_grad()

@@ -61,9 +61,10 @@ class ActivationQuantizer(nn.Module):
 
     In ``observing`` mode it records the range and passes values through; after
     calibration it rounds to the ``bits``-bit grid with a straight-through gradient.
-    An input that only ever held 0 and 1 during calibration carries spikes: those
-    are exact at any width, so they pass unchanged (a grid fitted to a layer that
-    happened not to fire would otherwise erase every later spike).
+    An input that only ever held 0 and 1 during calibration carries spikes: while it
+    still does, it passes unchanged, since spikes are exact at any width (a grid
+    fitted to a layer that happened not to fire would otherwise erase every later
+    spike); any other value is quantized on the calibrated grid.
     """
 
     def __init__(self, bits: int) -> None:
@@ -97,7 +98,7 @@ class ActivationQuantizer(nn.Module):
             return x
         if not self.calibrated:
             raise RuntimeError("ActivationQuantizer used before calibration")
-        if self.binary:
+        if self.binary and ((x == 0) | (x == 1)).all():
             return x
         scale, zp = self.qparams()
         q = torch.clamp(torch.round(x / scale) + zp, 0, 2**self.bits - 1)

@@ -16,14 +16,13 @@ from bitnas.evaluators import (
     train_fp,
 )
 from bitnas.hardware_models import Cost, LayerWorkload, extract_workload, measure_activity
+from bitnas.hardware_models.workload import neuron_state_elems, with_state
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import HARDWARE, SPACES, TASKS
 from bitnas.spec import StudySpec
 
 #: validation samples whose spikes are counted for activity-based cost models
 ACTIVITY_SAMPLES = 64
-#: cost fields that depend on measured activity (checked after evaluation)
-ACTIVITY_FIELDS = ("energy_j", "latency_s")
 
 
 class SearchContext:
@@ -56,7 +55,12 @@ class SearchContext:
         if key not in self._structure:
             model = self.space.build(cand.arch_dict())
             groups = self.space.layer_groups(model)
-            self._structure[key] = (groups, extract_workload(model, self.space.example_input(), groups))
+            example = self.space.example_input()
+            workload = extract_workload(model, example, groups)
+            neurons = self.space.neuron_groups(model)
+            if neurons:
+                workload = with_state(workload, neuron_state_elems(model, example, neurons))
+            self._structure[key] = (groups, workload)
         return self._structure[key]
 
     def cost(self, cand: Candidate, workload: list[LayerWorkload] | None = None) -> Cost:
@@ -78,6 +82,7 @@ class SearchContext:
         arch = cand.arch_dict()
         identity = {
             "space": self.spec.space["name"],
+            "space_options": self.spec.space_options(),  # e.g. the input encoding
             "arch": arch,
             "task": self.spec.task["name"],
             "task_options": self.spec.task_options(),

@@ -18,7 +18,7 @@ import optuna
 
 from bitnas.hardware_models import Cost
 from bitnas.plan import candidate_key
-from bitnas.search.context import ACTIVITY_FIELDS, SearchContext
+from bitnas.search.context import SearchContext
 from bitnas.spec import Objective
 
 
@@ -112,7 +112,7 @@ class SearchObjective:
         cost_s = time.perf_counter() - mid
         base = {"workload_s": mid - start, "cost_s": cost_s}
         # bounds on energy and latency wait for measured spikes when the model charges them
-        deferred = ACTIVITY_FIELDS if self.ctx.hardware.needs_activity else ()
+        deferred = self.ctx.hardware.activity_fields
         static = {k: v for k, v in cost.violations.items() if k not in deferred}
         for key, value in static.items():
             trial.set_constraint(key, value)

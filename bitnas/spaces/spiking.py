@@ -10,9 +10,15 @@ Layer groups: ``stem0`` (the first, dense-input convolution), ``stem`` (the othe
 patch-stem convolutions and the positional encoding), per block ``block{i}.q``,
 ``.k``, ``.v``, ``.proj``, ``.mlp1``, ``.mlp2``, and ``head``. Spikformer computes q,
 k and v with one fused convolution; each group owns its third of the output rows.
-A group's ``v_bits`` applies to the spiking neurons that its layer feeds
-(Spikformer: neurons after the layer; its fused q/k/v neuron follows ``q``) or,
-in the pre-activation Spike-driven Transformer, the neurons that feed its layer.
+A group's ``v_bits`` applies to the spiking neurons it owns, and only groups that
+own neurons search it. Spikformer: each stage's neuron after its convolution;
+``q`` owns the fused q/k/v neuron (``k`` and ``v`` own none); ``proj`` owns the
+attention-output neuron that feeds the projection and the one after it; ``mlp1``
+and ``mlp2`` the neurons after them. Spike-driven Transformer: ``stem`` owns the
+stem neurons; ``q`` owns the block's shortcut neuron and, like ``k`` and ``v``, the
+neuron after its convolution; ``proj`` the attention neuron; ``mlp1`` and
+``mlp2`` the neurons that feed them; ``head`` the head's neuron. The cost models
+charge each group for the membranes its neurons actually hold.
 """
 
 from __future__ import annotations
@@ -131,9 +137,11 @@ class _SpikingSpace(SearchSpace):
             "mlp_ratio": trial.suggest_categorical("mlp_ratio", self.mlp_ratio),
         }
         layers = {}
+        owners = {g for g, names in self._neurons(arch["depth"]).items() if names}
         for g in self.group_names(arch["depth"]):
             lq = self.precision.suggest(trial, g)
-            v_bits = trial.suggest_categorical(f"{g}.v_bits", self.v_bits)
+            # membrane bits only where the group owns neurons: elsewhere they change nothing
+            v_bits = trial.suggest_categorical(f"{g}.v_bits", self.v_bits) if g in owners else FLOAT_BITS
             layers[g] = type(lq)(lq.w_bits, lq.a_bits, lq.quantizer, v_bits)
         return Candidate(arch=arch, plan=QuantPlan(layers), space=self.name)
 
@@ -154,9 +162,13 @@ class _SpikingSpace(SearchSpace):
         return groups
 
     def neuron_groups(self, model: nn.Module) -> dict[str, list[str]]:
-        groups = self._neurons(model)
+        groups = self._neurons(self._depth(model))
         names = dict(model.named_modules())
-        return {g: [n for n in ns if n in names] for g, ns in groups.items()}
+        for g, members in groups.items():
+            for n in members:
+                if n not in names:
+                    raise AssertionError(f"{self.name}: group {g} names a missing neuron {n}")
+        return groups
 
     @staticmethod
     def _depth(model: nn.Module) -> int:
@@ -168,7 +180,7 @@ class _SpikingSpace(SearchSpace):
     def _groups(self, model: nn.Module) -> dict[str, list[str]]:
         raise NotImplementedError
 
-    def _neurons(self, model: nn.Module) -> dict[str, list[str]]:
+    def _neurons(self, depth: int) -> dict[str, list[str]]:
         raise NotImplementedError
 
 
@@ -205,11 +217,11 @@ class SpikformerSpace(_SpikingSpace):
         groups["head"] = ["net.head"]
         return groups
 
-    def _neurons(self, model: nn.Module) -> dict[str, list[str]]:
+    def _neurons(self, depth: int) -> dict[str, list[str]]:
         out = {"stem0": ["net.patch_embed.stages.0.neuron"],
                "stem": [f"net.patch_embed.stages.{i}.neuron" for i in (1, 2, 3)]
                + ["net.patch_embed.positional_encoding.neuron"]}
-        for i in range(self._depth(model)):
+        for i in range(depth):
             b = f"net.blocks.{i}"
             out[f"block{i}.q"] = [f"{b}.attn.qkv_lif"]
             out[f"block{i}.proj"] = [f"{b}.attn.attn_lif", f"{b}.attn.proj_lif"]
@@ -255,10 +267,10 @@ class SpikeDrivenTransformerSpace(_SpikingSpace):
         groups["head"] = ["net.head"]
         return groups
 
-    def _neurons(self, model: nn.Module) -> dict[str, list[str]]:
+    def _neurons(self, depth: int) -> dict[str, list[str]]:
         out = {"stem0": [], "stem": ["net.patch_embed.stages.0.2", "net.patch_embed.stages.1.2",
                                      "net.patch_embed.stages.2.2", "net.patch_embed.final_lif"]}
-        for i in range(self._depth(model)):
+        for i in range(depth):
             a = f"net.blocks.{i}.attn"
             out[f"block{i}.q"] = [f"{a}.shortcut_lif", f"{a}.q_lif"]
             out[f"block{i}.k"] = [f"{a}.k_lif"]

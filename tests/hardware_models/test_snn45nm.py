@@ -17,9 +17,9 @@ load_builtins()
 
 # layer 1 sees dense input (events), layer 2 sees spikes at a known rate of 0.25
 DENSE = LayerWorkload("l1", "conv2d", macs=100, params=50, in_elems=20, out_elems=10,
-                      group="l1", timesteps=4, in_spike_rate=None)
+                      group="l1", timesteps=4, in_spike_rate=None, state_elems=10)
 SPIKING = LayerWorkload("l2", "linear", macs=200, params=200, in_elems=10, out_elems=20,
-                        group="l2", timesteps=4, in_spike_rate=0.25)
+                        group="l2", timesteps=4, in_spike_rate=0.25, state_elems=20)
 
 
 def test_two_layer_spiking_net_hand_computed():

@@ -93,6 +93,8 @@ def test_spike_inputs_pass_exactly_even_if_calibration_saw_no_spike():
     silent.observing = False
     spikes = torch.tensor([0.0, 1.0, 1.0, 0.0])
     assert torch.equal(silent(spikes), spikes)
+    # a value that is not a spike after all is quantized on the calibrated [0, 1] grid
+    assert torch.equal(silent(torch.tensor([0.3, 2.0])), torch.tensor([0.0, 0.0]))
     spiking = ActivationQuantizer(2)
     spiking.observing = True
     spiking(torch.tensor([0.0, 1.0]))

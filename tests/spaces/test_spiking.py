@@ -118,3 +118,36 @@ def test_plan_v_bits_reach_the_neurons(name):
 def test_bad_knobs(kw, message):
     with pytest.raises(BitnasError, match=message):
         _space("spikformer", **kw)
+
+
+def test_v_bits_are_searched_only_where_a_group_owns_neurons():
+    import optuna
+
+    space = _space("spikformer", v_bits=[4, 8])
+    trial = optuna.create_study().ask()
+    cand = space.suggest(trial)
+    searched = {k.rsplit(".", 1)[0] for k in trial.params if k.endswith(".v_bits")}
+    assert {"block0.q", "block0.proj", "block0.mlp1", "stem0"} <= searched
+    assert not searched & {"block0.k", "block0.v", "head"}  # the fused qkv neuron follows q
+    assert cand.plan["block0.k"].v_bits == 32 and cand.plan["head"].v_bits == 32
+
+
+@pytest.mark.parametrize("name", SPIKING)
+def test_membrane_state_is_what_the_groups_neurons_hold(name):
+    from bitnas.hardware_models.workload import neuron_state_elems
+
+    space = _space(name)
+    model = space.build({**_cap_arch(space), "depth": 1})
+    neurons = space.neuron_groups(model)
+    state = neuron_state_elems(model, space.example_input(), neurons)
+    for group, names in neurons.items():
+        expected = 0
+        for n in names:  # measured by hand: one step of one sample through each neuron
+            seen: list[int] = []
+            h = model.get_submodule(n).register_forward_hook(
+                lambda m, i, o, seen=seen: seen.append(o[0].numel()))
+            model(space.example_input())
+            h.remove()
+            expected += seen[0]
+        assert state[group] == expected
+    assert all(v > 0 for g, v in state.items() if neurons[g])
