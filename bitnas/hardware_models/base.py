@@ -60,6 +60,15 @@ class Cost:
         return float(getattr(self, name))
 
     @classmethod
+    def from_layers(cls, per_layer: Mapping[str, Mapping[str, float]], *, weight_bytes: int,
+                    peak_act_bytes: int, violations: Mapping[str, float] | None = None) -> Cost:
+        """A cost whose energy and latency are the sums of its layers' (a chain of layers)."""
+        return cls(energy_j=sum(p["energy_j"] for p in per_layer.values()),
+                   latency_s=sum(p["latency_s"] for p in per_layer.values()),
+                   weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes,
+                   per_layer=per_layer, violations=dict(violations or {}))
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Cost:
         return cls(d["energy_j"], d["latency_s"], d["weight_bytes"], d["peak_act_bytes"],
                    d["per_layer"], d.get("violations", {}))
@@ -87,6 +96,13 @@ class HardwareModel(ABC):
     needs_activity = False
     #: cost fields that depend on measured activity: their bounds wait for it
     activity_fields: tuple[str, ...] = ()
+    #: the model's constants, in hardware_models/data/; the spec's [hardware] may override them
+    constants_file: str | None = None
+
+    def __init__(self, **overrides: Any) -> None:
+        name = (self.constants_file or type(self).__name__).removesuffix(".toml")
+        self.constants = load_constants(self.constants_file) if self.constants_file else {}
+        self.c = apply_overrides(self.constants, overrides, name)
 
     @abstractmethod
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
@@ -94,7 +110,7 @@ class HardwareModel(ABC):
 
     def settings(self) -> dict[str, float]:
         """The effective constants (defaults with overrides): what makes two models equal."""
-        return dict(getattr(self, "c", {}))
+        return dict(self.c)
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
-    apply_overrides,
-    load_constants,
 )
 from bitnas.plan import FLOAT_BITS, QuantPlan
 from bitnas.registry import HARDWARE, QUANTIZERS
@@ -65,9 +62,6 @@ class Generic45nm(HardwareModel):
 
     constants_file = "generic45nm.toml"
 
-    def __init__(self, **overrides: Any) -> None:
-        self.constants = load_constants(self.constants_file)
-        self.c = apply_overrides(self.constants, overrides, "generic45nm")
 
     def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int,
                       mult_kind: str = "multiply") -> tuple[float, float]:
@@ -116,11 +110,4 @@ class Generic45nm(HardwareModel):
                 "weight_bytes": wb / 8,
                 "macs": float(steps * layer.macs),
             }
-        return Cost(
-            energy_j=sum(p["energy_j"] for p in per_layer.values()),
-            latency_s=sum(p["latency_s"] for p in per_layer.values()),
-            weight_bytes=weight_bytes,
-            peak_act_bytes=peak_act_bytes,
-            per_layer=per_layer,
-            violations={},
-        )
+        return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)

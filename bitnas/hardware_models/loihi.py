@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
-    apply_overrides,
-    load_constants,
 )
 from bitnas.plan import QuantPlan
 from bitnas.registry import HARDWARE, QUANTIZERS
@@ -47,9 +44,6 @@ class Loihi(HardwareModel):
     needs_activity = True
     activity_fields = ("energy_j", "latency_s")
 
-    def __init__(self, **overrides: Any) -> None:
-        self.constants = load_constants(self.constants_file)
-        self.c = apply_overrides(self.constants, overrides, "loihi")
 
     @property
     def weight_bits_range(self) -> tuple[int, int]:

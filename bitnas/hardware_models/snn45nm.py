@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
-    apply_overrides,
-    load_constants,
 )
 from bitnas.hardware_models.generic45nm import sram_pj_per_bit
 from bitnas.plan import FLOAT_BITS, QuantPlan
@@ -53,9 +50,6 @@ class SNN45nm(HardwareModel):
     needs_activity = True
     activity_fields = ("energy_j", "latency_s", "peak_act_bytes")  # inputs: 1-bit spikes or a-bit
 
-    def __init__(self, **overrides: Any) -> None:
-        self.constants = load_constants(self.constants_file)
-        self.c = apply_overrides(self.constants, overrides, "snn45nm")
 
     def mac_pj(self, w_bits: int, a_bits: int, fan_in: int, mult_kind: str) -> float:
         c = self.c
@@ -109,10 +103,4 @@ class SNN45nm(HardwareModel):
                 "latency_s": math.ceil(ops / c["ops_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,
             }
-        return Cost(
-            energy_j=sum(p["energy_j"] for p in per_layer.values()),
-            latency_s=sum(p["latency_s"] for p in per_layer.values()),
-            weight_bytes=weight_bytes,
-            peak_act_bytes=peak_act_bytes,
-            per_layer=per_layer,
-        )
+        return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)

@@ -174,14 +174,40 @@ class _SpikingSpace(SearchSpace):
     def _depth(model: nn.Module) -> int:
         return len(model.net.blocks)
 
+    def _groups(self, model: nn.Module) -> dict[str, list[str]]:
+        groups = self._stem_layers()
+        for i in range(self._depth(model)):
+            for part, members in self._block_layers(i, model.net.head.in_features).items():
+                groups[f"block{i}.{part}"] = members
+        groups["head"] = ["net.head"]
+        return groups
+
+    def _neurons(self, depth: int) -> dict[str, list[str]]:
+        groups = self._stem_neurons()
+        for i in range(depth):
+            for part, members in self._block_neurons(i).items():
+                groups[f"block{i}.{part}"] = members
+        groups["head"] = self._head_neurons()
+        return groups
+
+    # each space fills in its module names
     def _build_net(self, arch: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
 
-    def _groups(self, model: nn.Module) -> dict[str, list[str]]:
+    def _stem_layers(self) -> dict[str, list[str]]:
         raise NotImplementedError
 
-    def _neurons(self, depth: int) -> dict[str, list[str]]:
+    def _block_layers(self, i: int, embed_dims: int) -> dict[str, list[str]]:
         raise NotImplementedError
+
+    def _stem_neurons(self) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    def _block_neurons(self, i: int) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    def _head_neurons(self) -> list[str]:
+        return []
 
 
 @SPACES.register("spikformer")
@@ -199,35 +225,28 @@ class SpikformerSpace(_SpikingSpace):
                           embed_dims=int(arch["embed_dims"]), num_heads=int(arch["heads"]),
                           mlp_ratio=float(arch["mlp_ratio"]), depths=int(arch["depth"]))
 
-    def _groups(self, model: nn.Module) -> dict[str, list[str]]:
-        e = model.net.head.in_features
-        groups = {
-            "stem0": ["net.patch_embed.stages.0.conv_bn.block.0"],
-            "stem": [f"net.patch_embed.stages.{i}.conv_bn.block.0" for i in (1, 2, 3)]
-            + ["net.patch_embed.positional_encoding.conv_bn.block.0"],
-        }
-        for i in range(self._depth(model)):
-            qkv = f"net.blocks.{i}.attn.qkv_conv_bn.0"
-            groups[f"block{i}.q"] = [f"{qkv}[0:{e}]"]
-            groups[f"block{i}.k"] = [f"{qkv}[{e}:{2 * e}]"]
-            groups[f"block{i}.v"] = [f"{qkv}[{2 * e}:{3 * e}]"]
-            groups[f"block{i}.proj"] = [f"net.blocks.{i}.attn.proj_conv_bn.0"]
-            groups[f"block{i}.mlp1"] = [f"net.blocks.{i}.mlp.fc1.0"]
-            groups[f"block{i}.mlp2"] = [f"net.blocks.{i}.mlp.fc2.0"]
-        groups["head"] = ["net.head"]
-        return groups
+    def _stem_layers(self) -> dict[str, list[str]]:
+        return {"stem0": ["net.patch_embed.stages.0.conv_bn.block.0"],
+                "stem": [f"net.patch_embed.stages.{i}.conv_bn.block.0" for i in (1, 2, 3)]
+                + ["net.patch_embed.positional_encoding.conv_bn.block.0"]}
 
-    def _neurons(self, depth: int) -> dict[str, list[str]]:
-        out = {"stem0": ["net.patch_embed.stages.0.neuron"],
-               "stem": [f"net.patch_embed.stages.{i}.neuron" for i in (1, 2, 3)]
-               + ["net.patch_embed.positional_encoding.neuron"]}
-        for i in range(depth):
-            b = f"net.blocks.{i}"
-            out[f"block{i}.q"] = [f"{b}.attn.qkv_lif"]
-            out[f"block{i}.proj"] = [f"{b}.attn.attn_lif", f"{b}.attn.proj_lif"]
-            out[f"block{i}.mlp1"] = [f"{b}.mlp.neuron1"]
-            out[f"block{i}.mlp2"] = [f"{b}.mlp.neuron2"]
-        return out
+    def _block_layers(self, i: int, embed_dims: int) -> dict[str, list[str]]:
+        b, e = f"net.blocks.{i}", embed_dims
+        qkv = f"{b}.attn.qkv_conv_bn.0"  # one fused convolution: q, k, v own a third of its rows
+        return {"q": [f"{qkv}[0:{e}]"], "k": [f"{qkv}[{e}:{2 * e}]"], "v": [f"{qkv}[{2 * e}:{3 * e}]"],
+                "proj": [f"{b}.attn.proj_conv_bn.0"], "mlp1": [f"{b}.mlp.fc1.0"],
+                "mlp2": [f"{b}.mlp.fc2.0"]}
+
+    def _stem_neurons(self) -> dict[str, list[str]]:
+        return {"stem0": ["net.patch_embed.stages.0.neuron"],
+                "stem": [f"net.patch_embed.stages.{i}.neuron" for i in (1, 2, 3)]
+                + ["net.patch_embed.positional_encoding.neuron"]}
+
+    def _block_neurons(self, i: int) -> dict[str, list[str]]:
+        b = f"net.blocks.{i}"
+        return {"q": [f"{b}.attn.qkv_lif"], "k": [], "v": [],
+                "proj": [f"{b}.attn.attn_lif", f"{b}.attn.proj_lif"],
+                "mlp1": [f"{b}.mlp.neuron1"], "mlp2": [f"{b}.mlp.neuron2"]}
 
 
 @SPACES.register("spike_driven_transformer")
@@ -250,33 +269,26 @@ class SpikeDrivenTransformerSpace(_SpikingSpace):
                                       depths=int(arch["depth"]), mlp_ratio=float(arch["mlp_ratio"]),
                                       pooling_stat="0" * (4 - pools) + "1" * pools)
 
-    def _groups(self, model: nn.Module) -> dict[str, list[str]]:
-        groups = {
-            "stem0": ["net.patch_embed.stages.0.0"],
-            "stem": ["net.patch_embed.stages.1.0", "net.patch_embed.stages.2.0",
-                     "net.patch_embed.final_stage.0", "net.patch_embed.rpe_conv"],
-        }
-        for i in range(self._depth(model)):
-            a = f"net.blocks.{i}.attn"
-            groups[f"block{i}.q"] = [f"{a}.q_conv"]
-            groups[f"block{i}.k"] = [f"{a}.k_conv"]
-            groups[f"block{i}.v"] = [f"{a}.v_conv"]
-            groups[f"block{i}.proj"] = [f"{a}.proj_conv"]
-            groups[f"block{i}.mlp1"] = [f"net.blocks.{i}.mlp.fc1"]
-            groups[f"block{i}.mlp2"] = [f"net.blocks.{i}.mlp.fc2"]
-        groups["head"] = ["net.head"]
-        return groups
+    def _stem_layers(self) -> dict[str, list[str]]:
+        return {"stem0": ["net.patch_embed.stages.0.0"],
+                "stem": ["net.patch_embed.stages.1.0", "net.patch_embed.stages.2.0",
+                         "net.patch_embed.final_stage.0", "net.patch_embed.rpe_conv"]}
 
-    def _neurons(self, depth: int) -> dict[str, list[str]]:
-        out = {"stem0": [], "stem": ["net.patch_embed.stages.0.2", "net.patch_embed.stages.1.2",
-                                     "net.patch_embed.stages.2.2", "net.patch_embed.final_lif"]}
-        for i in range(depth):
-            a = f"net.blocks.{i}.attn"
-            out[f"block{i}.q"] = [f"{a}.shortcut_lif", f"{a}.q_lif"]
-            out[f"block{i}.k"] = [f"{a}.k_lif"]
-            out[f"block{i}.v"] = [f"{a}.v_lif"]
-            out[f"block{i}.proj"] = [f"{a}.attn_lif"]
-            out[f"block{i}.mlp1"] = [f"net.blocks.{i}.mlp.lif1"]
-            out[f"block{i}.mlp2"] = [f"net.blocks.{i}.mlp.lif2"]
-        out["head"] = ["net.head_lif"]
-        return out
+    def _block_layers(self, i: int, embed_dims: int) -> dict[str, list[str]]:
+        a = f"net.blocks.{i}.attn"
+        return {"q": [f"{a}.q_conv"], "k": [f"{a}.k_conv"], "v": [f"{a}.v_conv"],
+                "proj": [f"{a}.proj_conv"], "mlp1": [f"net.blocks.{i}.mlp.fc1"],
+                "mlp2": [f"net.blocks.{i}.mlp.fc2"]}
+
+    def _stem_neurons(self) -> dict[str, list[str]]:
+        return {"stem0": [], "stem": ["net.patch_embed.stages.0.2", "net.patch_embed.stages.1.2",
+                                      "net.patch_embed.stages.2.2", "net.patch_embed.final_lif"]}
+
+    def _block_neurons(self, i: int) -> dict[str, list[str]]:
+        a = f"net.blocks.{i}.attn"
+        return {"q": [f"{a}.shortcut_lif", f"{a}.q_lif"], "k": [f"{a}.k_lif"], "v": [f"{a}.v_lif"],
+                "proj": [f"{a}.attn_lif"], "mlp1": [f"net.blocks.{i}.mlp.lif1"],
+                "mlp2": [f"net.blocks.{i}.mlp.lif2"]}
+
+    def _head_neurons(self) -> list[str]:
+        return ["net.head_lif"]
