@@ -32,6 +32,9 @@ class LayerWorkload:
     timesteps: int = 1
     in_spike_rate: float | None = None
     state_elems: int = 0  # membrane potentials of the spiking neurons the group owns (per step)
+    # share of the layer's inputs that carry a spike (in_spike_rate counts synaptic ops, which
+    # padding dilutes); routing and neuron activity depend on this one
+    in_spike_fraction: float | None = None
 
     @property
     def fan_in(self) -> int:

@@ -1,12 +1,14 @@
 """The `loihi` model: Intel Loihi-class neuromorphic cores (Davies et al., IEEE Micro 2018).
 
-Per layer, with T the steps it runs and r its measured input spike rate (a
+Per layer, with T the steps it runs, r its measured synaptic rate (SynOps per
+possible product) and f the measured share of its inputs that spike (they differ
+where padding drops border products; without a measurement f = r, and a
 dense-input layer is taken to receive a spike on every input each step, an upper
 bound: Loihi only takes spikes):
 - synaptic ops: SOP = r * T * MACs, at E_synop each;
 - neuron updates: every output compartment every step; a compartment is active
-  when at least one input spike reaches it, P = 1 - (1 - r)^fan_in;
-- spike routing: input spikes = r * T * inputs, each delivered in its tile plus
+  when at least one input spike reaches it, P = 1 - (1 - f)^fan_in;
+- spike routing: input spikes = f * T * inputs, each delivered in its tile plus
   ``hops_per_spike`` hops;
 - cores: the larger of synaptic memory (weight bits against 128 KB) and
   compartments (outputs against 1,024), at least one; layers do not share cores;
@@ -74,10 +76,11 @@ class Loihi(HardwareModel):
             cores = self.layer_cores(w, wbits)
             total_cores += cores
             rate = 1.0 if w.in_spike_rate is None else w.in_spike_rate
+            fraction = rate if w.in_spike_fraction is None else w.in_spike_fraction
             synops = rate * w.timesteps * w.macs
-            active = 1.0 - (1.0 - rate) ** w.fan_in
+            active = 1.0 - (1.0 - fraction) ** w.fan_in
             updates = w.timesteps * w.out_elems
-            spikes = rate * w.timesteps * w.in_elems
+            spikes = fraction * w.timesteps * w.in_elems
             synop_j = synops * c["synop_pj"] * PJ
             neuron_j = updates * (active * c["neuron_active_pj"]
                                   + (1 - active) * c["neuron_inactive_pj"]) * PJ

@@ -3,7 +3,10 @@
 SpikingJelly decides per operation, from the actual tensors, whether a layer did
 dense multiply-accumulates (its input is not binary) or synaptic operations (a
 spike times a weight row); bitnas only maps its scopes to layers and groups and
-turns counts into per-layer input spike rates: rate = SynOps / (T * MACs per step).
+turns counts into per-layer input spike rates: rate = SynOps / (T * MACs per step),
+the synaptic activity the energy conventions charge. It also records the share of
+inputs that spike, which differs where padding drops border products, for the
+models that route spikes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ def measure_activity(model: nn.Module, x: torch.Tensor,
     )
 
     mac, syn = MACCounter(), SynOpCounter()
+    nonzero: dict[str, list[float]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            nonzero.setdefault(name, []).append(float((inputs[0] != 0).float().mean()))
+
+        return hook
+
+    modules = {split_member(w.name)[0] for w in workload}
+    handles = [model.get_submodule(m).register_forward_pre_hook(record(m)) for m in modules]
     was_training = model.training
     model.eval()
     try:
@@ -49,6 +62,8 @@ def measure_activity(model: nn.Module, x: torch.Tensor,
             model(x)
     finally:
         model.train(was_training)
+        for h in handles:
+            h.remove()
     macs, synops = mac.get_counts(), syn.get_counts()
     prefix = type(model).__name__
     batch = x.shape[0]
@@ -63,7 +78,8 @@ def measure_activity(model: nn.Module, x: torch.Tensor,
         dense = _layer_total(macs, scope) * share / batch
         events = _layer_total(synops, scope) * share / batch
         rate = None if dense > 0 else events / (w.timesteps * w.macs)
-        out.append(dataclasses.replace(w, in_spike_rate=rate))
+        fraction = None if rate is None else sum(nonzero[module]) / len(nonzero[module])
+        out.append(dataclasses.replace(w, in_spike_rate=rate, in_spike_fraction=fraction))
     return out
 
 

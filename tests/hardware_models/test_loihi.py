@@ -71,3 +71,15 @@ def test_spec_with_bits_loihi_cannot_hold_is_a_clear_error(tmp_path):
     expected = r"hardware loihi holds 1..9-bit weights, but space.w_bits offers \[16\]"
     with pytest.raises(SpecError, match=expected):
         load_spec(path)
+
+
+def test_routing_and_activity_use_the_share_of_inputs_that_spike():
+    import dataclasses
+
+    padded = dataclasses.replace(L1, in_spike_fraction=0.2)  # padding halved the synaptic rate
+    cost = Loihi().cost([padded], QuantPlan({"l1": LayerQuant(8)}))
+    p = cost.per_layer["l1"]
+    assert p["synops"] == pytest.approx(0.1 * 4 * 100)  # synaptic ops follow the rate
+    assert p["routing_energy_j"] == pytest.approx(0.2 * 4 * 10 * 4.7e-12)  # spikes, the share
+    active = 1 - 0.8**10
+    assert p["neuron_energy_j"] == pytest.approx(40 * (active * 81 + (1 - active) * 52) * 1e-12)
