@@ -11,7 +11,8 @@ from importlib import resources
 from typing import Any
 
 from bitnas.errors import BitnasError
-from bitnas.plan import QuantPlan
+from bitnas.plan import LayerQuant, QuantPlan
+from bitnas.registry import QUANTIZERS
 
 #: Cost fields that may be objectives or constraints; all are minimised.
 COST_FIELDS = ("energy_j", "latency_s", "weight_bytes", "peak_act_bytes")
@@ -114,6 +115,16 @@ class HardwareModel(ABC):
     def settings(self) -> dict[str, float]:
         """The effective constants (defaults with overrides): what makes two models equal."""
         return dict(self.c)
+
+
+def layer_quants(workload: Sequence[LayerWorkload], plan: QuantPlan) -> list[LayerQuant]:
+    """Each layer's LayerQuant: its group's entry in the plan."""
+    return [plan[w.group or w.name] for w in workload]
+
+
+def weight_bits(layer: LayerWorkload, lq: LayerQuant) -> int:
+    """Bits the layer's weights occupy under its scheme, biases at 32 bits."""
+    return QUANTIZERS.create(lq.quantizer).storage_bits(layer.params, lq.w_bits) + 32 * layer.bias_params
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
+    layer_quants,
+    weight_bits,
 )
 from bitnas.plan import FLOAT_BITS, QuantPlan
 from bitnas.registry import HARDWARE, QUANTIZERS
@@ -56,12 +58,23 @@ def sram_pj_per_bit(size_bytes: float, c: Mapping[str, float]) -> float:
     raise AssertionError("unreachable")
 
 
+def int_mac_energy_pj(c: Mapping[str, float], w_bits: int, a_bits: int, fan_in: int,
+                      mult_kind: str) -> tuple[float, float]:
+    """(multiply or shift, accumulate) energy in pJ of one integer MAC, from Horowitz's
+    8-bit multiply and 32-bit add: the multiplier scales with w * a, a shift (power-of-two
+    weights) costs an a-bit add, the add with the accumulator width w + a + log2 fan-in."""
+    acc_bits = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
+    add_pj = c["int32_add_pj"] * acc_bits / 32
+    if mult_kind == "shift":
+        return c["int32_add_pj"] * a_bits / 32, add_pj
+    return c["int8_mult_pj"] * w_bits * a_bits / 64, add_pj
+
+
 @HARDWARE.register("generic45nm")
 class Generic45nm(HardwareModel):
     """45 nm reference: Horowitz op and SRAM energies, bit-scaled MACs, a stated MAC rate."""
 
     constants_file = "generic45nm.toml"
-
 
     def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int,
                       mult_kind: str = "multiply") -> tuple[float, float]:
@@ -69,32 +82,24 @@ class Generic45nm(HardwareModel):
         c = self.c
         if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
             return c["fp32_mult_pj"], c["fp32_add_pj"]
-        acc_bits = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
-        add_pj = c["int32_add_pj"] * acc_bits / 32
-        if mult_kind == "shift":
-            return c["int32_add_pj"] * a_bits / 32, add_pj
-        return c["int8_mult_pj"] * w_bits * a_bits / 64, add_pj
+        return int_mac_energy_pj(c, w_bits, a_bits, fan_in, mult_kind)
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
-        lqs = [plan[layer.group or layer.name] for layer in workload]
-        weight_bits = [
-            QUANTIZERS.create(lq.quantizer).storage_bits(layer.params, lq.w_bits)
-            + 32 * layer.bias_params
-            for layer, lq in zip(workload, lqs, strict=True)
-        ]
+        lqs = layer_quants(workload, plan)
+        wbits = [weight_bits(layer, lq) for layer, lq in zip(workload, lqs, strict=True)]
         out_bits = [lq.a_bits for lq in lqs[1:]] + [32]
         act_bits = [
             layer.in_elems * lq.a_bits + layer.out_elems * ob
             for layer, lq, ob in zip(workload, lqs, out_bits, strict=True)
         ]
-        weight_bytes = math.ceil(sum(weight_bits) / 8)
+        weight_bytes = math.ceil(sum(wbits) / 8)
         peak_act_bytes = math.ceil(max(act_bits) / 8)
         w_pj_bit = sram_pj_per_bit(weight_bytes, c)
         a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
 
         per_layer: dict[str, dict[str, float]] = {}
-        for layer, lq, wb, ab in zip(workload, lqs, weight_bits, act_bits, strict=True):
+        for layer, lq, wb, ab in zip(workload, lqs, wbits, act_bits, strict=True):
             mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in,
                                                 QUANTIZERS.get(lq.quantizer).mult_kind)
             steps = layer.timesteps

@@ -30,9 +30,11 @@ from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
+    layer_quants,
+    weight_bits,
 )
 from bitnas.plan import QuantPlan
-from bitnas.registry import HARDWARE, QUANTIZERS
+from bitnas.registry import HARDWARE
 
 PJ, NS = 1e-12, 1e-9
 MEMBRANE_BITS = 24  # Loihi's compartment voltage register
@@ -68,10 +70,10 @@ class Loihi(HardwareModel):
         max_w_bits = 0
         weight_bits_all = 0
         steps = max(w.timesteps for w in workload)
-        for w in workload:
-            lq = plan[w.group or w.name]
+        lqs = layer_quants(workload, plan)
+        for w, lq in zip(workload, lqs, strict=True):
             max_w_bits = max(max_w_bits, lq.w_bits)
-            wbits = QUANTIZERS.create(lq.quantizer).storage_bits(w.params, lq.w_bits) + 32 * w.bias_params
+            wbits = weight_bits(w, lq)
             weight_bits_all += wbits
             cores = self.layer_cores(w, wbits)
             total_cores += cores
@@ -115,9 +117,8 @@ class Loihi(HardwareModel):
             energy_j=sum(p["energy_j"] for p in per_layer.values()),
             latency_s=latency_s,
             weight_bytes=math.ceil(weight_bits_all / 8),
-            peak_act_bytes=max(
-                math.ceil(w.state_elems * min(MEMBRANE_BITS, plan[w.group or w.name].v_bits) / 8)
-                for w in workload),
+            peak_act_bytes=max(math.ceil(w.state_elems * min(MEMBRANE_BITS, lq.v_bits) / 8)
+                               for w, lq in zip(workload, lqs, strict=True)),
             per_layer=per_layer,
             violations=violations,
         )

@@ -34,8 +34,10 @@ from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
+    layer_quants,
+    weight_bits,
 )
-from bitnas.hardware_models.generic45nm import sram_pj_per_bit
+from bitnas.hardware_models.generic45nm import int_mac_energy_pj, sram_pj_per_bit
 from bitnas.plan import FLOAT_BITS, QuantPlan
 from bitnas.registry import HARDWARE, QUANTIZERS
 
@@ -50,15 +52,10 @@ class SNN45nm(HardwareModel):
     needs_activity = True
     activity_fields = ("energy_j", "latency_s", "peak_act_bytes")  # inputs: 1-bit spikes or a-bit
 
-
     def mac_pj(self, w_bits: int, a_bits: int, fan_in: int, mult_kind: str) -> float:
-        c = self.c
         if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
-            return c["fp32_mac_pj"]
-        acc = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
-        mult = (c["int32_add_pj"] * a_bits / 32 if mult_kind == "shift"
-                else c["int8_mult_pj"] * w_bits * a_bits / 64)
-        return mult + c["int32_add_pj"] * acc / 32
+            return self.c["fp32_mac_pj"]
+        return sum(int_mac_energy_pj(self.c, w_bits, a_bits, fan_in, mult_kind))
 
     def ac_pj(self, w_bits: int, fan_in: int) -> float:
         if w_bits >= FLOAT_BITS:
@@ -67,19 +64,18 @@ class SNN45nm(HardwareModel):
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
-        lqs = [plan[w.group or w.name] for w in workload]
-        weight_bits = [QUANTIZERS.create(lq.quantizer).storage_bits(w.params, lq.w_bits)
-                       + 32 * w.bias_params for w, lq in zip(workload, lqs, strict=True)]
+        lqs = layer_quants(workload, plan)
+        wbits = [weight_bits(w, lq) for w, lq in zip(workload, lqs, strict=True)]
         state_bits = [w.state_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
         in_bits = [w.in_elems * (lq.a_bits if w.in_spike_rate is None else 1)
                    for w, lq in zip(workload, lqs, strict=True)]
-        weight_bytes = math.ceil(sum(weight_bits) / 8)
+        weight_bytes = math.ceil(sum(wbits) / 8)
         peak_act_bytes = math.ceil(max(i + s for i, s in zip(in_bits, state_bits, strict=True)) / 8)
         w_pj_bit = sram_pj_per_bit(weight_bytes, c)
         a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
 
         per_layer: dict[str, dict[str, float]] = {}
-        for w, lq, wb, sb, ib in zip(workload, lqs, weight_bits, state_bits, in_bits, strict=True):
+        for w, lq, wb, sb, ib in zip(workload, lqs, wbits, state_bits, in_bits, strict=True):
             steps = w.timesteps
             if w.in_spike_rate is None:
                 ops = steps * w.macs
