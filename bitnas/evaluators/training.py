@@ -140,18 +140,20 @@ class FPModelCache:
         """The trained model for ``identity``; the float is training seconds, None on a hit."""
         key = self.key(identity)
         state = self._memory.get(key) or self._load(key)
-        model = build()
-        if state is not None:
-            model.load_state_dict(state)
-            model.eval()
-            self._memory[key] = state
-            return model, None
-        start = time.perf_counter()
-        train(model)
-        seconds = time.perf_counter() - start
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        seconds = None
+        if state is None:
+            start = time.perf_counter()
+            trained = train(build())
+            seconds = time.perf_counter() - start
+            state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+            self._store(key, state, identity)
         self._memory[key] = state
-        self._store(key, state, identity)
+        # trained now or cached, the caller gets the same thing: a fresh build with the
+        # stored weights (no state left over from training, such as a spiking net's
+        # membrane potentials with their autograd history)
+        model = build()
+        model.load_state_dict(state)
+        model.eval()
         return model, seconds
 
 

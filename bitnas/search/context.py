@@ -98,9 +98,12 @@ class SearchContext:
             identity, build, lambda m: train_fp(m, self.data.train, self.train_cfg, self.spec.seed)
         )
 
-    def quantized(self, cand: Candidate, plan: QuantPlan | None = None) -> nn.Module:
-        """The candidate's FP model, fake-quantized per its plan (or ``plan``) and calibrated."""
-        model, _ = self.fp_model(cand)
+    def quantized(self, cand: Candidate, plan: QuantPlan | None = None,
+                  model: nn.Module | None = None) -> nn.Module:
+        """The candidate's FP model (or ``model``), fake-quantized per its plan (or ``plan``)
+        and calibrated."""
+        if model is None:
+            model, _ = self.fp_model(cand)
         groups, _ = self.structure(cand)
         return ptq(model, plan or cand.plan, groups, self.calib, self.space.neuron_groups(model))
 
@@ -112,8 +115,8 @@ class SearchContext:
         is the static cost.
         """
         start = time.perf_counter()
-        _, train_s = self.fp_model(cand)
-        qmodel = self.quantized(cand)
+        model, train_s = self.fp_model(cand)
+        qmodel = self.quantized(cand, model=model)
         metrics = self.evaluator.evaluate(qmodel)
         cfg = self.train_cfg
         if cfg.qat == "always" or (cfg.qat == "when_broken" and self.fp_metrics(cand)["accuracy"]

@@ -111,7 +111,7 @@ class SearchObjective:
         cost = self.ctx.cost(cand)
         cost_s = time.perf_counter() - mid
         base = {"workload_s": mid - start, "cost_s": cost_s}
-        # bounds on energy and latency wait for measured spikes when the model charges them
+        # bounds on what depends on activity wait for the spikes measured after evaluation
         deferred = self.ctx.hardware.activity_fields
         static = {k: v for k, v in cost.violations.items() if k not in deferred}
         for key, value in static.items():

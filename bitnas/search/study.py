@@ -90,7 +90,11 @@ def open_study(spec: StudySpec, url: str,
             f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
         ) from None
     stored = study.user_attrs.get("bitnas_identity")
-    if stored is None and not study.trials:  # creation was cut short: an empty shell, nothing to lose
+    wanted = spec.identity()
+    # nothing to lose: an empty shell whose creation was cut short, or a bitnas study
+    # whose first run failed or was stopped before any trial finished
+    if (stored is None and not study.trials) or (
+            stored is not None and stored != wanted and not finished_trials(study)):
         optuna.delete_study(study_name=spec.name, storage=storage)
         return _create(spec, storage)
     if stored is None:
@@ -98,11 +102,7 @@ def open_study(spec: StudySpec, url: str,
             f"study {spec.name!r} in {mask_url(url)} was not created by bitnas; "
             "choose another [study] name or --out"
         )
-    wanted = spec.identity()
     if stored != wanted:
-        if not finished_trials(study):  # nothing to lose: a first run that failed or was stopped
-            optuna.delete_study(study_name=spec.name, storage=storage)
-            return _create(spec, storage)
         raise BitnasError(
             f"study {spec.name!r} in {mask_url(url)} was created from a different spec "
             f"({_first_difference(stored, wanted)}); use another --out or study name"
