@@ -87,6 +87,7 @@ ALL = {
 def load_builtins() -> None:
     """Import the built-in modules so that their ``@register`` decorators run."""
     import bitnas.evaluators  # noqa: F401
+    import bitnas.evaluators.event_datasets  # noqa: F401
     import bitnas.hardware_models  # noqa: F401
     import bitnas.quantizers  # noqa: F401
     import bitnas.search.strategies  # noqa: F401
