@@ -62,7 +62,8 @@ class Evaluator(ABC):
     """Scores a (quantized) model: returns metric name -> value."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+    def evaluate(self, model: nn.Module, *, splits: tuple[str, ...] = ("val", "test")
+                 ) -> dict[str, float]: ...
 
 
 class ClassificationEvaluator(Evaluator):
@@ -71,8 +72,13 @@ class ClassificationEvaluator(Evaluator):
     def __init__(self, data: TaskData) -> None:
         self.data = data
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return {
-            "accuracy": accuracy(model, self.data.val),
-            "test_accuracy": accuracy(model, self.data.test),
-        }
+    def evaluate(self, model: nn.Module, *, splits: tuple[str, ...] = ("val", "test")
+                 ) -> dict[str, float]:
+        """The metrics of the given splits only (the test split is skipped for a model
+        about to be fine-tuned)."""
+        metrics = {}
+        if "val" in splits:
+            metrics["accuracy"] = accuracy(model, self.data.val)
+        if "test" in splits:
+            metrics["test_accuracy"] = accuracy(model, self.data.test)
+        return metrics

@@ -107,28 +107,48 @@ class SearchContext:
         groups, _ = self.structure(cand)
         return ptq(model, plan or cand.plan, groups, self.calib, self.space.neuron_groups(model))
 
+    def prepared(self, cand: Candidate) -> tuple[nn.Module, dict[str, float], float | None]:
+        """(quantized model, its metrics, seconds of FP training or None if cached).
+
+        PTQ first; with ``task.qat`` the model is then fine-tuned (always, or when PTQ
+        lost more than ``qat_threshold``), and the metrics are those after QAT.
+        """
+        model, train_s = self.fp_model(cand)
+        qmodel = self.quantized(cand, model=model)
+        cfg = self.train_cfg
+        if cfg.qat == "off":
+            return qmodel, self.evaluator.evaluate(qmodel), train_s
+        ptq = self.evaluator.evaluate(qmodel, splits=("val",))  # the test split only if final
+        if cfg.qat == "always" or (cfg.qat == "when_broken" and self.fp_metrics(cand)["accuracy"]
+                                   - ptq["accuracy"] > cfg.qat_threshold):
+            train_fp(qmodel, self.data.train, cfg, self.spec.seed, epochs=cfg.qat_epochs,
+                     lr=cfg.qat_lr)
+            return qmodel, {**self.evaluator.evaluate(qmodel), "ptq_accuracy": ptq["accuracy"],
+                            "qat": 1.0}, train_s
+        return qmodel, {**ptq, **self.evaluator.evaluate(qmodel, splits=("test",))}, train_s
+
+    def measured_cost(self, cand: Candidate, model: nn.Module, hardware=None,
+                      plan: QuantPlan | None = None) -> Cost:
+        """The cost of ``model`` (the candidate's quantized model) on ``hardware`` (default:
+        the study's), with spike rates measured on it when the hardware model charges them."""
+        hardware = hardware or self.hardware
+        _, workload = self.structure(cand)
+        if hardware.needs_activity:
+            workload = measure_activity(model, self.activity_batch, workload)
+        if hardware is self.hardware and plan is None:
+            return self.cost(cand, workload)
+        return hardware.cost(workload, plan or cand.plan)
+
     def evaluate(self, cand: Candidate) -> tuple[dict[str, float], dict[str, float], Cost]:
-        """(metrics, timing in seconds, cost) of the candidate after PTQ.
+        """(metrics, timing in seconds, cost) of the candidate after PTQ (and QAT if asked).
 
         For a hardware model that charges spikes, the cost uses the spike rates
         measured on this quantized model over a fixed validation batch; otherwise it
         is the static cost.
         """
         start = time.perf_counter()
-        model, train_s = self.fp_model(cand)
-        qmodel = self.quantized(cand, model=model)
-        metrics = self.evaluator.evaluate(qmodel)
-        cfg = self.train_cfg
-        if cfg.qat == "always" or (cfg.qat == "when_broken" and self.fp_metrics(cand)["accuracy"]
-                                   - metrics["accuracy"] > cfg.qat_threshold):
-            train_fp(qmodel, self.data.train, cfg, self.spec.seed, epochs=cfg.qat_epochs,
-                     lr=cfg.qat_lr)
-            metrics = {**self.evaluator.evaluate(qmodel), "ptq_accuracy": metrics["accuracy"],
-                       "qat": 1.0}
-        cost = self.cost(cand)
-        if self.hardware.needs_activity:
-            _, workload = self.structure(cand)
-            cost = self.cost(cand, measure_activity(qmodel, self.activity_batch, workload))
+        qmodel, metrics, train_s = self.prepared(cand)
+        cost = self.measured_cost(cand, qmodel)
         total = time.perf_counter() - start
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost
 

@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,17 +219,26 @@ class SearchResult:
 
 
 def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None,
-               log: Log = _stderr) -> SearchResult:
-    """Run (or resume) the study to ``spec.trials`` finished trials and export its front."""
+               log: Log = _stderr, enqueue: Sequence[dict[str, Any]] = (),
+               ctx: SearchContext | None = None) -> SearchResult:
+    """Run (or resume) the study to ``spec.trials`` finished trials and export its front.
+
+    ``enqueue``: trial params to evaluate before the sampler's own proposals (for
+    example uniform-precision baselines); params a trial of the study already has are
+    not queued again, so a resumed run does not repeat them. ``ctx``: the study's
+    context, when the caller has built it already.
+    """
     start = time.perf_counter()
     # bitnas prints its own progress; errors propagate out of optimize() with their traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url or spec.storage or f"sqlite:///{out_dir / DB_NAME}"
     # data, space and cost model first: a spec that cannot run never creates a study
-    ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
+    ctx = ctx or SearchContext(spec, cache_dir=out_dir / "fp_cache")
     storage = open_storage(url)
     study = open_study(spec, url, storage)
+    for params in enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
     recovered = recover_orphans(study, register_worker(study))
     if recovered:
         log(f"recovered trial(s) {recovered} left unfinished by a killed or interrupted run: "
@@ -280,8 +289,12 @@ def export_front(study: optuna.Study, spec: StudySpec, ctx: SearchContext | None
     """Write pareto.json, pareto.csv and pareto.png; return the records."""
     records = [member_record(t, spec.objectives) for t in front_trials(study)]
     if ctx is not None:
+        refs: dict[str, dict[str, Any]] = {}  # one per architecture: members often share it
         for r in records:
-            r["reference_int8"] = reference_int8(ctx, r)
+            arch = json.dumps(r["arch"], sort_keys=True)
+            if arch not in refs:
+                refs[arch] = reference_int8(ctx, r)
+            r["reference_int8"] = refs[arch]
             r["fp_metrics"] = ctx.fp_metrics(Candidate.from_dict({**r, "space": ctx.space.name}))
     write_json(records, out_dir / "pareto.json")
     write_csv(records, spec.objectives, out_dir / "pareto.csv")
