@@ -1,4 +1,4 @@
-"""The ``bitnas`` command line: search, pareto, rebuild, list."""
+"""The ``bitnas`` command line: search, pareto, rebuild, reproduce, list."""
 
 from __future__ import annotations
 
@@ -87,6 +87,21 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    from bitnas.experiments import REPRODUCIBLE
+
+    module = import_module(REPRODUCIBLE[args.experiment])
+    name = module.NAME + ("_quick" if args.quick else "")
+    out = Path(args.out) if args.out else Path("runs") / name
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = module.run(out, quick=args.quick, trials=args.trials, storage_url=args.storage, log=log)
+    print(module.format_report(report))
+    print(f"\nwrote {out / 'report.md'} and report.json; the study and its front are in {out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from bitnas.registry import ALL, load_builtins
 
@@ -123,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trial", type=int, required=True, help="trial number")
     r.add_argument("--study", help="study name, if the storage holds several")
     r.set_defaults(func=cmd_rebuild)
+
+    from bitnas.experiments import REPRODUCIBLE
+
+    rp = sub.add_parser("reproduce", help="run a paper experiment and set its figures beside the paper's")
+    rp.add_argument("experiment", choices=sorted(REPRODUCIBLE), help="the experiment")
+    rp.add_argument("--quick", action="store_true",
+                    help="a reduced version of the same pipeline (minutes, used by the tests)")
+    rp.add_argument("--trials", type=int, help="total finished trials (default: the experiment's)")
+    rp.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    rp.add_argument("--out", help="run directory (default: runs/<experiment>[_quick])")
+    rp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    rp.set_defaults(func=cmd_reproduce)
 
     li = sub.add_parser("list", help="list registered spaces, quantizers, tasks, hardware, strategies")
     li.set_defaults(func=cmd_list)
