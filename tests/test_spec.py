@@ -19,8 +19,22 @@ def _spec_text(**kw):
 def test_quickstart_loads():
     spec = load_spec(QUICKSTART)
     assert spec.name == "quickstart" and spec.directions == ["maximize", "minimize"]
-    assert spec.constraints == {"weight_bytes": 8192.0}
-    assert spec.train.epochs == 20
+    assert spec.space["name"] == "spikformer" and spec.hardware["name"] == "snn45nm"
+    assert spec.constraints == {"weight_bytes": 16384.0}
+
+
+BUNDLED = sorted(p.name for p in resources.files("bitnas.experiments").iterdir()
+                 if p.name.endswith(".toml"))
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_bundled_spec_builds(name):
+    from bitnas.search.context import SearchContext
+
+    spec = load_spec(Path(str(resources.files("bitnas.experiments").joinpath(name))))
+    assert spec.name == name.removesuffix(".toml")
+    ctx = SearchContext(spec)  # task data, space and hardware model all build
+    assert ctx.space.name == spec.space["name"]
 
 
 def test_round_trip():

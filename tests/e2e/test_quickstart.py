@@ -1,4 +1,4 @@
-"""The bundled quickstart, end to end (what `make demo` runs). Slow: `make test-slow`."""
+"""The bundled studies, end to end: quickstart is what `make demo` runs. Slow: `make test-slow`."""
 
 import json
 
@@ -8,10 +8,30 @@ from tests.conftest import run_bitnas
 
 
 @pytest.mark.slow
-def test_quickstart_runs_and_beats_int8_energy(tmp_path):
-    proc = run_bitnas("search", "quickstart", "--out", str(tmp_path / "qs"), timeout=600)
+@pytest.mark.timeout(1000)
+def test_quickstart_spiking_front(tmp_path):
+    proc = run_bitnas("search", "quickstart", "--out", str(tmp_path / "qs"), timeout=900)
     assert proc.returncode == 0, proc.stderr
     records = json.loads((tmp_path / "qs" / "pareto.json").read_text())
+    assert len(records) >= 2
+    for r in records:
+        assert r["cost"]["weight_bytes"] <= 16384  # the spec's budget
+        assert r["fp_metrics"]["accuracy"] > 0.85
+        assert all(lq["w_bits"] <= 8 for lq in r["plan"].values())
+        # spikes were measured: some layer runs on synaptic ops, not dense MACs
+        assert any(p["dense"] == 0.0 for p in r["cost"]["per_layer"].values())
+    best = max(records, key=lambda r: r["values"]["accuracy"])
+    assert best["values"]["accuracy"] > best["fp_metrics"]["accuracy"] - 0.03
+    # the low-energy end of the front is well below uniform 8 bit of the same arch
+    assert min(r["cost"]["energy_j"] / r["reference_int8"]["energy_j"] for r in records) < 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(700)
+def test_cnn_digits_beats_int8_energy(tmp_path):
+    proc = run_bitnas("search", "cnn_digits", "--out", str(tmp_path / "cnn"), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((tmp_path / "cnn" / "pareto.json").read_text())
     assert len(records) >= 2
     for r in records:
         assert r["cost"]["weight_bytes"] <= 8192  # the spec's budget
@@ -19,5 +39,16 @@ def test_quickstart_runs_and_beats_int8_energy(tmp_path):
         assert r["values"]["accuracy"] > 0.9 and fp > 0.9
         # every member uses at most 8 bits, so it never costs more than its own int8 version
         assert r["cost"]["energy_j"] <= r["reference_int8"]["energy_j"] * (1 + 1e-9)
-    # the low-energy end of the front is well below int8 of the same arch
     assert min(r["cost"]["energy_j"] / r["reference_int8"]["energy_j"] for r in records) < 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1600)
+def test_reproduce_spiking_vit_hq_full(tmp_path):
+    """The full experiment (about 15 minutes on 2 cores): its chosen member keeps accuracy."""
+    proc = run_bitnas("reproduce", "spiking_vit_hq", "--out", str(tmp_path / "hq"), timeout=1500)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "hq" / "report.json").read_text())
+    chosen = report["chosen"]
+    assert chosen is not None and chosen["drop_points"] <= 1.0
+    assert chosen["compression"] > 4.0
