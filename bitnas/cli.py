@@ -91,6 +91,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from importlib import import_module
 
     from bitnas.experiments import REPRODUCIBLE
+    from bitnas.search.storage import mask_url
 
     module = import_module(REPRODUCIBLE[args.experiment])
     name = module.NAME + ("_quick" if args.quick else "")
@@ -98,7 +99,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = module.run(out, quick=args.quick, trials=args.trials, storage_url=args.storage, log=log)
     print(module.format_report(report))
-    print(f"\nwrote {out / 'report.md'} and report.json; the study and its front are in {out}")
+    where = f"storage {mask_url(args.storage)}" if args.storage else str(out)
+    print(f"\nwrote {out / 'report.md'} and report.json (and the front: pareto.json, .csv, .png); "
+          f"the study is in {where}")
     return 0
 
 

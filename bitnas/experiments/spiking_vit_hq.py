@@ -10,9 +10,10 @@ model. Here the same question is put to a small Spikformer on ``event_digits``:
 2. TPE searches per-group bits and schemes with objectives accuracy, ``loihi``
    energy and weight memory;
 3. the report picks the front member with the largest compression whose validation
-   accuracy is within 1 point of FP, and the best uniform model that needs no more
-   memory than it; both are rebuilt and costed again under ``loihi`` and under
-   ``snn45nm`` (the Spikformer energy convention, which the paper's model resembles);
+   accuracy is within 1 point of FP, the best uniform model that needs no more
+   memory than it, and the smallest uniform model within 1 point; all three are
+   rebuilt and costed again under ``loihi`` and under ``snn45nm`` (the Spikformer
+   energy convention, which the paper's model resembles);
 4. ``report.md`` and ``report.json`` set the figures beside the paper's.
 
 What differs from the paper, and why the trend does or does not carry over:
@@ -28,10 +29,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from bitnas.errors import BitnasError
 from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan
 from bitnas.registry import HARDWARE
 from bitnas.search.context import SearchContext
-from bitnas.search.pareto import atomic_write, front_trials
+from bitnas.search.pareto import atomic_write, front_trials, is_feasible
 from bitnas.search.strategies import uniform_params
 from bitnas.search.study import run_search
 from bitnas.spec import StudySpec, load_spec
@@ -41,7 +43,7 @@ SPEC_FILE = Path(__file__).with_name(f"{NAME}.toml")
 #: the largest accuracy loss against FP that still counts as "no loss" (the paper: under 1 point)
 MAX_DROP = 0.01
 
-#: the paper's headline figures (PAPERS.md, section 1), per dataset
+#: the paper's headline figures (arXiv 2412.05505, abstract and results), per dataset
 PAPER = {
     "N-Caltech101": {"accuracy": 85.3, "energy_reduction": 5.69},
     "DVS128 Gesture": {"accuracy": 97.57, "energy_reduction": 8.72},
@@ -121,7 +123,12 @@ def analyse(study, spec: StudySpec, ctx: SearchContext) -> dict[str, Any]:
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if "candidate" in t.user_attrs]
     if not trials:
-        raise RuntimeError("the study has no completed trial to report on")
+        raise BitnasError(f"study {spec.name!r} has no completed trial to report on; "
+                          "run more trials (--trials)")
+    arches = {Candidate.from_dict(t.user_attrs["candidate"]).arch_key() for t in trials}
+    if len(arches) > 1:  # the FP reference below is one architecture's
+        raise BitnasError(f"study {spec.name!r} holds {len(arches)} architectures; {NAME} compares "
+                          "plans of one fixed architecture, so give each arch knob one value")
     cand0 = Candidate.from_dict(trials[0].user_attrs["candidate"])
     groups, _ = ctx.structure(cand0)
     fp_plan = QuantPlan.uniform(list(groups), FLOAT_BITS, FLOAT_BITS)
@@ -139,8 +146,15 @@ def analyse(study, spec: StudySpec, ctx: SearchContext) -> dict[str, Any]:
     front = front_trials(study)
     within = [t for t in front if fp["accuracy"] - stored(t)[0] <= MAX_DROP + 1e-12]
     chosen = min(within, key=lambda t: (stored(t)[1], -stored(t)[0])) if within else None
-    uniform = sorted((t for t in trials if _is_uniform(t.user_attrs["candidate"]["plan"])),
-                     key=lambda t: stored(t)[1])
+    seen: set[str] = set()
+    uniform = []  # feasible, each plan once (TPE may propose a baseline again)
+    for t in sorted(trials, key=lambda t: t.number):
+        plan = t.user_attrs["candidate"]["plan"]
+        key = json.dumps(plan, sort_keys=True)
+        if _is_uniform(plan) and key not in seen and is_feasible(t):
+            seen.add(key)
+            uniform.append(t)
+    uniform.sort(key=lambda t: stored(t)[1])
     budget = stored(chosen)[1] if chosen else None
     fits = [t for t in uniform if budget is not None and stored(t)[1] <= budget]
     best_uniform = max(fits, key=lambda t: (stored(t)[0], -stored(t)[1])) if fits else None
@@ -152,10 +166,15 @@ def analyse(study, spec: StudySpec, ctx: SearchContext) -> dict[str, Any]:
             return None
         return _row(ctx, t, Candidate.from_dict(t.user_attrs["candidate"]), fp, snn45nm)
 
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
     return {
         "experiment": NAME,
         "study": spec.name,
         "trials": len(trials),
+        # first trial's start (which trains the FP model) to the last trial's end, over all runs
+        "trials_span_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
+        "qat_trials": sum(1 for t in trials if t.user_attrs["metrics"].get("qat")),
         "front_size": len(front),
         "fp": fp,
         "chosen": row(chosen),
@@ -201,12 +220,15 @@ def format_report(r: dict[str, Any]) -> str:
         f"# {NAME}: heterogeneous quantization search, Spikformer on event_digits",
         "",
         f"{r['trials']} completed trials ({len(r['uniform'])} of them uniform-precision baselines), "
-        f"{r['front_size']} on the accuracy / loihi energy / weight-memory front.",
+        f"{r['front_size']} on the accuracy / loihi energy / weight-memory front; "
+        f"{r['qat_trials']} were fine-tuned by QAT."
+        + ("" if r["trials_span_s"] is None else f" Trials took {r['trials_span_s'] / 60:.1f} min "
+           "from the first one's start (FP training included)."),
         "Accuracies are on the validation split (the objective); test accuracy is beside them.",
         "",
         "| | paper (N-Caltech101 / DVS128 Gesture / CIFAR10-DVS) | bitnas (event_digits) |",
         "|---|---|---|",
-        f"| FP accuracy | not restated in PAPERS.md | {_pct(fp['accuracy'])} "
+        f"| FP accuracy | not in the abstract | {_pct(fp['accuracy'])} "
         f"(test {_pct(fp['test_accuracy'])}) |",
         f"| chosen member: accuracy | {paper_acc} | "
         + ("none within 1 point |" if c is None else
@@ -220,7 +242,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"| energy reduction vs FP, paper's model / snn45nm | {paper_e} | "
         f"{_x(get(c, 'snn45nm_energy_reduction'))} |",
         f"| energy reduction vs FP, loihi (the objective) | - | {_x(get(c, 'loihi_energy_reduction'))} |",
-        "| best uniform model at the same memory or less | - | " + _uniform(u, "none fits"),
+        "| best uniform model at the same memory or less | - | "
+        + _uniform(u, "none fits" if c is not None else "-"),
         "| smallest uniform model within 1 point of FP | - | " + _uniform(s, "none"),
         "",
     ]
@@ -241,12 +264,12 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     spec = load(quick, trials)
     ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
     queued = baselines(spec, ctx)
-    log(f"{NAME}{' (quick)' if quick else ''}: {len(queued)} uniform baselines queued, "
-        f"{spec.trials} trials in all")
+    log(f"{NAME}{' (quick)' if quick else ''}: {len(queued)} uniform baselines (queued unless the "
+        f"study has them already), {spec.trials} trials in all")
     result = run_search(spec, out_dir, storage_url=storage_url, log=log, enqueue=queued, ctx=ctx)
-    log("rebuilding the chosen member and the uniform baseline for the report ...")
+    log("rebuilding the chosen member and the uniform baselines for the report ...")
     report = analyse(result.study, spec, ctx)
-    report["search_wall_s"] = result.wall_s
+    report["this_run_wall_s"] = result.wall_s
     atomic_write(out_dir / "report.json",
                  lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
     text = format_report(report)

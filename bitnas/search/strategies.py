@@ -51,7 +51,8 @@ def uniform_params(space, w_bits: int, quantizer: str = "uniform",
                    arch: dict | None = None) -> dict:
     """Optuna params of the candidate with every group at ``w_bits`` and ``quantizer``.
 
-    Architecture knobs take ``arch``'s values, else the space's first choice; other
+    Architecture knobs take ``arch``'s values (keyed by Optuna param name, e.g.
+    ``width0``, not ``arch_dict()``'s ``widths``), else the space's first choice; other
     precision knobs (a_bits, v_bits) take their widest choice. The result can be
     passed to ``study.enqueue_trial`` and rebuilds through ``space.suggest``.
     """

@@ -24,9 +24,12 @@ def test_report_figures_are_consistent(quick_run):
     out, r = quick_run
     spec = exp.load(quick=True)
     assert r["trials"] == spec.trials
+    assert 0 <= r["qat_trials"] <= r["trials"] and r["trials_span_s"] > 0
     fp = r["fp"]
-    # the FP reference: every weight at 32 bits
-    assert fp["weight_bytes"] > 0 and fp["loihi_energy_j"] > 0 and fp["snn45nm_energy_j"] > 0
+    # the FP reference: every weight at 32 bits, four times uniform 8 bit (biases aside)
+    w8 = next(x for x in r["uniform"] if x["w_bits"] == 8 and x["quantizer"] == "uniform")
+    assert 3.5 * w8["weight_bytes"] < fp["weight_bytes"] <= 4 * w8["weight_bytes"]
+    assert fp["loihi_energy_j"] > 0 and fp["snn45nm_energy_j"] > 0
     rows = [x for x in (r["chosen"], r["best_uniform_same_memory"], r["smallest_uniform_within_1pt"])
             if x is not None]
     for row in rows:
@@ -38,11 +41,23 @@ def test_report_figures_are_consistent(quick_run):
             fp["snn45nm_energy_j"] / row["snn45nm_energy_j"])
         bits = {lq["w_bits"] for lq in row["plan"].values()}
         assert min(bits) <= row["avg_w_bits"] <= max(bits)
-    c, u = r["chosen"], r["best_uniform_same_memory"]
-    if c is not None:
-        assert c["drop_points"] <= r["max_drop_points"] + 1e-9
-        if u is not None:
-            assert u["weight_bytes"] <= c["weight_bytes"]
+    c, u, s = r["chosen"], r["best_uniform_same_memory"], r["smallest_uniform_within_1pt"]
+    assert c is not None  # (seeded: the quick run has a member within 1 point)
+    assert c["drop_points"] <= r["max_drop_points"] + 1e-9
+    # the chosen member: the least memory on the front among those within 1 point of FP
+    front = json.loads((out / "pareto.json").read_text())
+    bar = r["max_drop_points"] + 1e-9
+    ok = [m for m in front if 100 * (fp["accuracy"] - m["metrics"]["accuracy"]) <= bar]
+    assert c["weight_bytes"] == min(m["cost"]["weight_bytes"] for m in ok)
+    # the uniform rows: the most accurate that fits in c's memory; the smallest within 1 point
+    fits = [x for x in r["uniform"] if x["weight_bytes"] <= c["weight_bytes"]]
+    if fits:
+        assert u["accuracy"] == max(x["accuracy"] for x in fits) and u["weight_bytes"] <= c["weight_bytes"]
+    else:
+        assert u is None
+    within = [x for x in r["uniform"] if 100 * (fp["accuracy"] - x["accuracy"]) <= bar]
+    if within:
+        assert s["weight_bytes"] == min(x["weight_bytes"] for x in within)
     # every uniform baseline was queued and measured: each bit-width under each scheme
     got = {(x["w_bits"], x["quantizer"]) for x in r["uniform"]}
     assert got >= {(b, q) for b in (2, 4, 8) for q in ("uniform", "pot")}

@@ -1,6 +1,5 @@
 """Uniform-precision params: the baselines queued into a study."""
 
-import optuna
 import pytest
 from optuna.trial import FixedTrial
 
@@ -21,16 +20,6 @@ def test_every_group_gets_the_bits_and_scheme(cnn):
     cand = cnn.suggest(FixedTrial(params))
     assert cand.arch_dict()["depth"] == 2
     assert {(lq.w_bits, lq.a_bits, lq.quantizer) for lq in cand.plan.layers.values()} == {(4, 8, "pot")}
-
-
-def test_params_enqueue_and_are_not_queued_twice(cnn):
-    study = optuna.create_study()
-    params = uniform_params(cnn, 2)
-    for _ in range(2):
-        study.enqueue_trial(params, skip_if_exists=True)
-    assert len(study.trials) == 1
-    trial = study.ask()
-    assert cnn.suggest(trial).plan == cnn.suggest(FixedTrial(params)).plan
 
 
 def test_bits_outside_the_space_are_refused(cnn):
