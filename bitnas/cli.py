@@ -54,15 +54,34 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
+    from bitnas.hardware_models.base import COST_FIELDS
+    from bitnas.search.hypervolume import best_under, front_hypervolume, knee, parse_bounds
     from bitnas.search.pareto import format_table, front_trials, member_record
 
     study, spec, _ = _open_existing(args.run, args.study)
     records = [member_record(t, spec.objectives) for t in front_trials(study)]
+    if args.under:
+        fields = list(dict.fromkeys([*(o.name for o in spec.objectives), *COST_FIELDS]))
+        bounds = parse_bounds(args.under, fields)
+        best = best_under(records, spec.objectives, bounds)
+        if best is None:
+            print(f"no front member of {study.study_name!r} has "
+                  + " and ".join(f"{k} <= {v:g}" for k, v in bounds.items()), file=sys.stderr)
+            return 1
+        records = [best]
     if args.json:
         print(json.dumps(records, indent=2))
-    else:
-        print(f"Pareto front of {study.study_name!r}: {len(records)} members")
+        return 0
+    if args.under:
+        print(f"best {spec.objectives[0].name} with " + " and ".join(args.under) + ":")
         print(format_table(records, spec.objectives))
+        return 0
+    print(f"Pareto front of {study.study_name!r}: {len(records)} members")
+    print(format_table(records, spec.objectives))
+    k = knee(records, spec.objectives)
+    if k is not None:
+        print(f"knee: trial {k['trial']} (closest to the ideal point, objectives scaled over the front)")
+    print(front_hypervolume(study, spec.objectives))
     return 0
 
 
@@ -126,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
     s.add_argument("--out", help="run directory (default: runs/<study name>)")
     s.add_argument("--seed", type=int, help="override [study] seed")
-    s.add_argument("--sampler", help="override [study] sampler (see `bitnas list`)")
+    s.add_argument("--strategy", "--sampler", dest="sampler",
+                   help="override [study] strategy: tpe, nsga2, nsga3, gp, random or uniform "
+                        "(see `bitnas list`)")
     s.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     s.set_defaults(func=cmd_search)
 
@@ -134,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("run", help="run directory, .db file, or storage URL")
     pa.add_argument("--study", help="study name, if the storage holds several")
     pa.add_argument("--json", action="store_true", help="print the records as JSON")
+    pa.add_argument("--under", action="append", metavar="FIELD=VALUE",
+                    help="best under a budget: the front member with the best first objective whose "
+                         "FIELD (an objective or cost field) is at most VALUE; repeatable")
     pa.set_defaults(func=cmd_pareto)
 
     r = sub.add_parser("rebuild", help="rebuild one trial and measure it again")

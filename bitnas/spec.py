@@ -42,7 +42,7 @@ from bitnas.hardware_models.base import COST_FIELDS
 from bitnas.registry import HARDWARE, SPACES, STRATEGIES, TASKS, load_builtins
 
 SECTIONS = ("study", "space", "task", "hardware", "objectives", "constraints")
-STUDY_KEYS = ("name", "trials", "seed", "storage", "sampler", "directions")
+STUDY_KEYS = ("name", "trials", "seed", "storage", "strategy", "sampler", "directions")
 DIRECTIONS = ("maximize", "minimize")
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -51,9 +51,15 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 class Objective:
     name: str
     direction: str
+    #: the hypervolume reference value (worse than any result that should count); None:
+    #: 0 for a maximised metric, and for a cost the run works one out and stores it
+    reference: float | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "direction": self.direction}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "direction": self.direction}
+        if self.reference is not None:
+            d["reference"] = self.reference
+        return d
 
 
 @dataclass(frozen=True)
@@ -230,10 +236,13 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     storage = study.get("storage")
     if storage is not None and (not isinstance(storage, str) or not storage):
         raise SpecError(f"study.storage must be a storage URL string, got {storage!r}")
-    sampler = study.get("sampler", "tpe")
+    if "strategy" in study and "sampler" in study and study["strategy"] != study["sampler"]:
+        raise SpecError("study.strategy and study.sampler name the same thing; give only strategy")
+    key = "strategy" if "strategy" in study else "sampler"
+    sampler = study.get(key, "tpe")
     if not isinstance(sampler, str):
-        raise SpecError(f"study.sampler must be a name, got {sampler!r}")
-    STRATEGIES.check(sampler, "study.sampler")
+        raise SpecError(f"study.{key} must be a name, got {sampler!r}")
+    STRATEGIES.check(sampler, f"study.{key}")
 
     space = _table(raw, "space", required=True)
     task = _table(raw, "task", required=True)
@@ -298,9 +307,14 @@ def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[
         where = f"objectives[{i}]"
         if not isinstance(entry, dict):
             raise SpecError(f"{where} must be a table with name (and direction)")
-        bad = set(entry) - {"name", "direction"}
+        bad = set(entry) - {"name", "direction", "reference"}
         if bad:
-            raise SpecError(f"unknown {where} key(s) {sorted(bad)}; accepted: name, direction")
+            raise SpecError(f"unknown {where} key(s) {sorted(bad)}; accepted: name, direction, reference")
+        reference = entry.get("reference")
+        if reference is not None and (isinstance(reference, bool) or not isinstance(reference, int | float)
+                                      or not math.isfinite(reference)):
+            raise SpecError(f"{where}.reference must be a finite number (the hypervolume reference "
+                            f"value), got {reference!r}")
         name = entry.get("name")
         if not isinstance(name, str) or name not in natural:
             raise SpecError(f"{where}.name = {name!r} is unknown; choose one of: {', '.join(natural)}")
@@ -317,7 +331,7 @@ def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[
         direction = natural[name] if direction is None else direction
         if direction not in DIRECTIONS:
             raise SpecError(f"{where}.direction = {direction!r}; use 'maximize' or 'minimize'")
-        out.append(Objective(name, direction))
+        out.append(Objective(name, direction, None if reference is None else float(reference)))
     names = [o.name for o in out]
     if len(set(names)) != len(names):
         raise SpecError(f"an objective is listed twice: {names}")

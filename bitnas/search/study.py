@@ -28,6 +28,7 @@ from bitnas.errors import BitnasError
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import STRATEGIES
 from bitnas.search.context import SearchContext
+from bitnas.search.hypervolume import REFERENCE_ATTR, default_reference, front_hypervolume
 from bitnas.search.objective import SearchObjective, process_start_time, worker_id
 from bitnas.search.pareto import (
     format_table,
@@ -237,6 +238,8 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     ctx = ctx or SearchContext(spec, cache_dir=out_dir / "fp_cache")
     storage = open_storage(url)
     study = open_study(spec, url, storage)
+    if REFERENCE_ATTR not in study.user_attrs:  # declared once, kept for the study's life
+        study.set_user_attr(REFERENCE_ATTR, default_reference(spec, ctx))
     for params in enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
     recovered = recover_orphans(study, register_worker(study))
@@ -323,6 +326,7 @@ def summary(result: SearchResult, spec: StudySpec) -> str:
         f"{mean('cost_s') * 1e3:.2f}ms + FP training "
         f"{mean('fp_train_s'):.3f}s + PTQ eval {mean('eval_s'):.3f}s + framework "
         f"{max(0.0, overhead):.3f}s",
+        front_hypervolume(result.study, spec.objectives),
         f"wrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png; "
         f"storage {mask_url(result.url)}; wall time {result.wall_s:.1f}s",
     ]

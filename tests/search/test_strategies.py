@@ -25,3 +25,40 @@ def test_every_group_gets_the_bits_and_scheme(cnn):
 def test_bits_outside_the_space_are_refused(cnn):
     with pytest.raises(BitnasError, match="w_bits = 3 is not one of"):
         uniform_params(cnn, 3)
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2", "nsga3", "gp", "random", "uniform"])
+def test_every_strategy_runs_a_study(tmp_path, strategy):
+    from optuna.trial import TrialState
+
+    from bitnas.search.study import run_search
+    from bitnas.spec import load_spec
+    from tests.conftest import write_spec
+
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=5, epochs=1, weight_bytes=3000))
+    result = run_search(spec.replace(sampler=strategy), tmp_path / "run", log=lambda m: None)
+    trials = result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(trials) == 5
+    if strategy == "uniform":  # every trial's groups share one precision
+        for t in trials:
+            plan = t.user_attrs["candidate"]["plan"]
+            assert len({(lq["w_bits"], lq["quantizer"]) for lq in plan.values()}) == 1
+
+
+def test_strategy_is_the_spec_key_and_the_flag(tmp_path):
+    import tomllib
+
+    from bitnas.errors import SpecError
+    from bitnas.spec import StudySpec
+    from tests.conftest import TINY_SPEC
+
+    raw = tomllib.loads(TINY_SPEC.format(trials=2, epochs=1, sampler="tpe", weight_bytes=3000))
+    raw["study"]["strategy"] = raw["study"].pop("sampler")
+    raw["study"]["strategy"] = "uniform"
+    assert StudySpec.from_dict(raw).sampler == "uniform"
+    raw["study"]["sampler"] = "tpe"
+    with pytest.raises(SpecError, match="give only strategy"):
+        StudySpec.from_dict(raw)
+    from bitnas.cli import build_parser
+
+    assert build_parser().parse_args(["search", "x.toml", "--strategy", "gp"]).sampler == "gp"
