@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="run directory (default: runs/<study name>)")
     s.add_argument("--seed", type=int, help="override [study] seed")
     s.add_argument("--strategy", "--sampler", dest="sampler",
-                   help="override [study] strategy: tpe, nsga2, nsga3, gp, random or uniform "
+                   help="override [study] strategy: tpe, nsga2, nsga3, gp, random, uniform, ilp or "
+                        "sensitivity-guided "
                         "(see `bitnas list`)")
     s.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     s.set_defaults(func=cmd_search)

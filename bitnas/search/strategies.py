@@ -125,3 +125,69 @@ def uniform_params(space, w_bits: int, quantizer: str = "uniform",
     picker = _Picker(pick)
     space.suggest(picker)
     return picker.params
+
+
+def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
+    """Params of the ILP's front: HAWQ-V3-style plans for a sweep of budgets.
+
+    The architecture is the space's first choice of every knob (fix the arch in the
+    spec to choose it). Sensitivities come from the trained FP model on 128 training
+    samples; costs from the study's hardware model (static: no spikes are measured
+    for a plan that is not built) on the first minimised cost objective, else
+    weight_bytes.
+    """
+    import numpy as np
+    from optuna.trial import FixedTrial
+
+    from bitnas.evaluators.base import Split
+    from bitnas.hardware_models.base import COST_FIELDS
+    from bitnas.search import ilp, sensitivity
+
+    space = ctx.space
+    prec = space.precision
+    choices = [(b, q) for q in prec.quantizers for b in prec.w_bits]
+    base = uniform_params(space, min(prec.w_bits), prec.quantizers[0])
+    cand = space.suggest(FixedTrial(base))
+    groups, _ = ctx.structure(cand)
+    field = next((o.name for o in spec.objectives if o.name in COST_FIELDS and o.direction == "minimize"),
+                 "weight_bytes")
+    model, _ = ctx.fp_model(cand)
+    batch = Split(ctx.data.train.x[:128], ctx.data.train.y[:128])
+    sens = sensitivity.estimate(model, groups, batch, choices, seed=spec.seed)
+
+    def with_choice(params: dict, g: str, c: tuple[int, str]) -> dict:
+        return {**params, f"{g}.w_bits": c[0], f"{g}.quantizer": c[1]}
+
+    base_cost = ctx.cost(cand).value(field)
+    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))).value(field) for c in choices]
+             for g in groups]
+    omega = np.array([[sens.omega(g, *c) for c in choices] for g in groups])
+    plans = ilp.sweep(omega, ilp.marginal_costs(base_cost, costs), n_plans)
+    log(f"ilp: {sens.estimator} sensitivities of {len(groups)} groups x {len(choices)} choices; "
+        f"{len(plans)} distinct plans over a sweep of {field} budgets queued")
+    out = []
+    for plan in plans:
+        params = dict(base)
+        for g, i in zip(groups, plan, strict=True):
+            params = with_choice(params, g, choices[i])
+        out.append(params)
+    return out
+
+
+@STRATEGIES.register("ilp")
+def ilp(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    """HAWQ-V3-style: an ILP over Hessian (or Fisher) sensitivities, swept over budgets."""
+    return optuna.samplers.RandomSampler(seed=seed)  # only once the ILP's plans are spent
+
+
+ilp.warm_start = lambda ctx, spec, n_trials, log: ilp_params(ctx, spec, n_trials, log)
+
+
+@STRATEGIES.register("sensitivity-guided")
+def sensitivity_guided(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    """The ILP's front first (a quarter of the budget), then multivariate TPE refines it."""
+    return tpe(seed=seed, n_trials=n_trials)
+
+
+sensitivity_guided.warm_start = lambda ctx, spec, n_trials, log: ilp_params(
+    ctx, spec, max(4, n_trials // 4), log)

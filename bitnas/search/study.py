@@ -240,8 +240,13 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     study = open_study(spec, url, storage)
     if REFERENCE_ATTR not in study.user_attrs:  # declared once, kept for the study's life
         study.set_user_attr(REFERENCE_ATTR, default_reference(spec, ctx))
+    warm_start = getattr(STRATEGIES.get(spec.sampler), "warm_start", None)
+    if warm_start is not None and not study.user_attrs.get("bitnas_warm_start"):
+        enqueue = [*enqueue, *warm_start(ctx, spec, spec.trials, log)]
     for params in enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
+    if warm_start is not None and not study.user_attrs.get("bitnas_warm_start"):
+        study.set_user_attr("bitnas_warm_start", spec.sampler)  # once per study
     recovered = recover_orphans(study, register_worker(study))
     if recovered:
         log(f"recovered trial(s) {recovered} left unfinished by a killed or interrupted run: "

@@ -1,0 +1,99 @@
+"""The ILP is optimal (against brute force); sensitivities estimate what they claim."""
+
+import numpy as np
+import pytest
+import torch
+from optuna.trial import TrialState
+from torch import nn
+
+from bitnas.evaluators.base import Split
+from bitnas.search import ilp
+from bitnas.search.sensitivity import estimate, perturbations
+
+
+def test_ilp_matches_brute_force_on_tiny_problems():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(40):
+        groups, choices = rng.integers(2, 5), rng.integers(2, 4)
+        omega, cost = rng.random((groups, choices)), rng.random((groups, choices))
+        if checked % 2:  # joules and bytes: scales far from 1 must not matter
+            omega, cost = omega * 1e-6, cost * (1e-10 if checked % 4 == 1 else 1e5)
+        budget = rng.uniform(cost.min(axis=1).sum(), cost.max(axis=1).sum())
+        got, want = ilp.solve(omega, cost, budget), ilp.brute_force(omega, cost, budget)
+        rows = np.arange(groups)
+        assert cost[rows, got].sum() <= budget * (1 + 1e-9)
+        assert omega[rows, got].sum() == pytest.approx(omega[rows, want].sum(), rel=1e-6)
+        checked += 1
+    assert checked == 40
+    assert ilp.solve(np.ones((2, 2)), np.ones((2, 2)), 1.0) is None  # nothing fits
+
+
+def test_sweep_trades_sensitivity_for_cost():
+    # two groups, choices = (2, 4, 8) bits: sensitivity falls, cost rises with bits
+    omega = np.array([[4.0, 1.0, 0.0], [40.0, 10.0, 0.0]])
+    cost = np.array([[2.0, 4.0, 8.0], [2.0, 4.0, 8.0]])
+    plans = ilp.sweep(omega, cost, 20)
+    assert plans[0] == [0, 0] and plans[-1] == [2, 2]
+    costs = [cost[[0, 1], p].sum() for p in plans]
+    sens = [omega[[0, 1], p].sum() for p in plans]
+    assert costs == sorted(costs) and sens == sorted(sens, reverse=True)
+    assert [0, 1] in plans  # the sensitive group (1) gets its bits first ...
+    assert [1, 0] not in plans and [2, 0] not in plans and [2, 1] not in plans  # ... never the other
+
+
+def test_hutchinson_matches_the_exact_hessian_trace():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    w = model[0].weight
+
+    def loss_of(weight):
+        return nn.functional.cross_entropy(nn.functional.linear(x, weight, model[0].bias), y)
+
+    exact = torch.autograd.functional.hessian(loss_of, w.detach()).reshape(12, 12).trace().item()
+    sens = estimate(model, {"fc": ["0"]}, Split(x, y), [(4, "uniform")], samples=2000,
+                    estimator="hutchinson")
+    assert sens.estimator == "hutchinson"
+    assert sens.trace["fc"] * 12 == pytest.approx(exact, rel=0.1)
+
+
+def test_perturbation_falls_with_bits():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8))
+    p = perturbations(model, {"fc": ["0"]}, [(b, "uniform") for b in (2, 4, 8)])["fc"]
+    assert p[(2, "uniform")] > p[(4, "uniform")] > p[(8, "uniform")] > 0
+
+
+def test_spiking_models_use_the_fisher_trace():
+    from bitnas.registry import SPACES, load_builtins
+
+    load_builtins()
+    space = SPACES.create("spikformer", input_shape=(2, 2, 16, 16), num_classes=3, time_steps=[2],
+                          embed_dims=[16], depth=[1], heads=[1], mlp_ratio=[2], w_bits=[2, 4])
+    torch.manual_seed(0)
+    arch = {"time_steps": 2, "embed_dims": 16, "depth": 1, "heads": 1, "mlp_ratio": 2}
+    model = space.build(arch)
+    batch = Split(torch.rand(4, 2, 2, 16, 16), torch.tensor([0, 1, 2, 0]))
+    sens = estimate(model, space.layer_groups(model), batch, [(2, "uniform"), (4, "uniform")])
+    assert sens.estimator == "fisher"
+    assert all(v >= 0 for v in sens.trace.values()) and any(v > 0 for v in sens.trace.values())
+
+
+@pytest.mark.parametrize("strategy", ["ilp", "sensitivity-guided"])
+def test_ilp_strategies_queue_their_front(tmp_path, strategy):
+    from bitnas.search.study import run_search
+    from bitnas.spec import load_spec
+    from tests.conftest import write_spec
+
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=8, epochs=2))
+    logs = []
+    result = run_search(spec.replace(sampler=strategy), tmp_path / "run", log=logs.append)
+    assert result.study.user_attrs["bitnas_warm_start"] == strategy
+    assert any(line.startswith("ilp: hutchinson sensitivities") for line in logs)
+    queued = [t for t in result.study.trials if "fixed_params" in t.system_attrs]
+    assert len(queued) >= 2
+    plans = {tuple(sorted((k, v) for k, v in t.params.items() if k.endswith(".w_bits"))) for t in queued}
+    assert len(plans) == len(queued)  # distinct plans
+    done = result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == 8
