@@ -1,4 +1,4 @@
-"""The ``bitnas`` command line: search, pareto, rebuild, reproduce, list."""
+"""The ``bitnas`` command line: search, worker, pareto, rebuild, reproduce, list."""
 
 from __future__ import annotations
 
@@ -50,6 +50,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_search(spec, out, storage_url=args.storage, log=log)
     print(summary(result, spec))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bitnas.search.storage import mask_url
+    from bitnas.search.study import finished_trials, run_search
+    from bitnas.spec import load_spec
+
+    spec = load_spec(_spec_path(args.spec)).replace(trials=args.trials)
+    if args.storage.startswith("sqlite:"):
+        print("bitnas: warning: SQLite is for one process at a time; for several workers use "
+              "journal:///path/study.log (one machine or a shared filesystem) or postgresql://...",
+              file=sys.stderr)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_search(spec, out, storage_url=args.storage, log=log, export=False)
+    done = len(finished_trials(result.study))
+    print(f"worker done: study {spec.name!r} in {mask_url(args.storage)} has {done}/{spec.trials} "
+          f"finished trials; `bitnas pareto {args.storage}` prints the front")
     return 0
 
 
@@ -142,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run or resume a study from a TOML spec")
     s.add_argument("spec", help="a .toml study spec, or a bundled experiment name (quickstart)")
     s.add_argument("--trials", type=int, help="total finished trials the study should have")
-    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out); SQLAlchemy URLs "
+                   "(sqlite:///rel.db, sqlite:////abs.db, postgresql://...) or journal:///rel.log, "
+                   "journal:////abs.log")
     s.add_argument("--out", help="run directory (default: runs/<study name>)")
     s.add_argument("--seed", type=int, help="override [study] seed")
     s.add_argument("--strategy", "--sampler", dest="sampler",
@@ -151,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(see `bitnas list`)")
     s.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     s.set_defaults(func=cmd_search)
+
+    wk = sub.add_parser(
+        "worker", help="join a study as one of many workers, creating it if needed",
+        description="Run trials of a study that other workers share, until the study has "
+                    "--trials finished trials (all workers together). Storage URLs: "
+                    "journal:///relative/study.log or journal:////absolute/study.log (a journal "
+                    "file; one machine or a shared filesystem), postgresql://user:pw@host/db "
+                    "(many machines; heartbeats retry a killed worker's trial). sqlite:/// is for "
+                    "one process only.")
+    wk.add_argument("spec", help="a .toml study spec, or a bundled experiment name")
+    wk.add_argument("--storage", required=True, help="the shared Optuna storage URL")
+    wk.add_argument("--trials", type=int, help="the study's total budget of finished trials")
+    wk.add_argument("--out", help="directory for the FP-model cache (default: runs/<study name>)")
+    wk.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    wk.set_defaults(func=cmd_worker)
 
     pa = sub.add_parser("pareto", help="print the front of an existing study")
     pa.add_argument("run", help="run directory, .db file, or storage URL")

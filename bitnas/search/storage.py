@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -65,11 +67,40 @@ def _scrub(message: str, url: str) -> str:
     return first
 
 
+#: RDB workers beat every HEARTBEAT_S; a RUNNING trial silent for GRACE_S is failed and
+#: retried (up to MAX_RETRY times) by Optuna's RetryHeartbeatStaleTrialCallback
+HEARTBEAT_S, GRACE_S, MAX_RETRY = 30, 120, 3
+
+
 def _local_file(url: str) -> Path | None:
-    for prefix in ("sqlite:///", "journal://"):
+    """The file of a sqlite or journal URL. As in SQLAlchemy's SQLite URLs, the path
+    follows the third slash: ``journal:///runs/x.log`` is relative, ``journal:////abs.log``
+    absolute."""
+    for prefix in ("sqlite:///", "journal:///"):
         if url.startswith(prefix):
             return Path(url[len(prefix) :])
     return None
+
+
+def _rdb_with_heartbeat(url: str) -> optuna.storages.RDBStorage:
+    """A server database (PostgreSQL, MySQL) for many workers: heartbeats, so a killed
+    worker's trial is failed and retried. Two workers creating the schema at once may
+    collide ('already exists'); the loser tries again once the winner is done."""
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+              "heartbeat_stale_trial_callback": retry}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as e:
+            if "already exists" not in str(e) or attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
@@ -83,12 +114,12 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
         state = "is empty" if local.is_file() else "does not exist"
         raise BitnasError(f"storage file {local} {state}; point at a run directory that holds a study")
     try:
-        if url.startswith("journal://"):
-            path = url[len("journal://") :]
-            if not path:
-                raise ValueError("journal:// needs a file path, e.g. journal:///runs/x/study.log")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.journal.JournalFileBackend(path)
+        if url.startswith("journal:"):
+            if local is None or not str(local) or str(local) == ".":
+                raise ValueError("a journal URL names a file: journal:///relative/study.log or "
+                                 "journal:////absolute/study.log")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(local))
             return optuna.storages.JournalStorage(backend)
         if url.startswith("sqlite:///"):
             parent = Path(url[len("sqlite:///") :]).parent
@@ -97,7 +128,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             # a reader (bitnas pareto, the dashboard) must make a running search wait, not fail
             return optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
-        return optuna.storages.RDBStorage(url)
+        return _rdb_with_heartbeat(url)
     except Exception as e:  # driver, schema and file errors all reach the user as one line
         raise BitnasError(
             f"cannot open storage {mask_url(url)}: {_scrub(str(e), url)}; "
@@ -106,7 +137,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
 
 
 def resolve_storage(target: str) -> str:
-    """A storage URL from a run directory, a .db file, or a URL given as is."""
+    """A storage URL from a run directory, a .db (SQLite) or .log (journal) file, or a URL."""
     if "://" in target:
         return target
     p = Path(target)
@@ -116,7 +147,7 @@ def resolve_storage(target: str) -> str:
             raise BitnasError(f"{p} has no {DB_NAME}; point at a run directory or a storage URL")
         return f"sqlite:///{db}"
     if p.is_file():
-        return f"sqlite:///{p}"
+        return f"journal:///{p}" if p.suffix == ".log" else f"sqlite:///{p}"
     raise BitnasError(f"{target} is neither a run directory, a .db file nor a storage URL")
 
 

@@ -81,8 +81,12 @@ def open_study(spec: StudySpec, url: str,
     try:
         existing = {s.study_name for s in storage.get_all_studies()}
         if spec.name not in existing:
-            return _create(spec, storage)
+            try:
+                return _create(spec, storage)
+            except optuna.exceptions.DuplicatedStudyError:
+                pass  # another worker created it a moment ago: join it
         study = optuna.load_study(study_name=spec.name, storage=storage)
+        study = _await_identity(study, storage)
     except BitnasError:
         raise
     except Exception as e:
@@ -108,6 +112,20 @@ def open_study(spec: StudySpec, url: str,
             f"study {spec.name!r} in {mask_url(url)} was created from a different spec "
             f"({_first_difference(stored, wanted)}); use another --out or study name"
         )
+    return study
+
+
+#: how long a study without bitnas's identity may be another worker's creation in progress
+CREATION_GRACE_S = 10.0
+
+
+def _await_identity(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """A study another worker is creating has no identity for a few milliseconds; wait
+    for it rather than take the study for an abandoned shell and delete it."""
+    deadline = time.monotonic() + CREATION_GRACE_S
+    while "bitnas_identity" not in study.user_attrs and not study.trials and time.monotonic() < deadline:
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=study.study_name, storage=storage)
     return study
 
 
@@ -221,13 +239,14 @@ class SearchResult:
 
 def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None,
                log: Log = _stderr, enqueue: Sequence[dict[str, Any]] = (),
-               ctx: SearchContext | None = None) -> SearchResult:
+               ctx: SearchContext | None = None, export: bool = True) -> SearchResult:
     """Run (or resume) the study to ``spec.trials`` finished trials and export its front.
 
     ``enqueue``: trial params to evaluate before the sampler's own proposals (for
     example uniform-precision baselines); params a trial of the study already has are
     not queued again, so a resumed run does not repeat them. ``ctx``: the study's
-    context, when the caller has built it already.
+    context, when the caller has built it already. ``export=False`` (a worker among
+    many) skips writing the front; ``bitnas pareto`` reads it from the storage.
     """
     start = time.perf_counter()
     # bitnas prints its own progress; errors propagate out of optimize() with their traceback
@@ -277,7 +296,7 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
         if objective.interrupts.requested:
             raise KeyboardInterrupt  # stopped cleanly between trials; the CLI exits 130
 
-    records = export_front(study, spec, ctx, out_dir)
+    records = export_front(study, spec, ctx, out_dir) if export else []
     return SearchResult(study, records, url, out_dir, time.perf_counter() - start)
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from bitnas.errors import BitnasError
@@ -24,7 +26,7 @@ def test_urls_without_passwords_are_unchanged(url):
 
 
 def test_read_only_open_never_creates_a_file(tmp_path):
-    for url in (f"sqlite:///{tmp_path / 'nope.db'}", f"journal://{tmp_path / 'nope.log'}"):
+    for url in (f"sqlite:///{tmp_path / 'nope.db'}", f"journal:///{tmp_path / 'nope.log'}"):
         with pytest.raises(BitnasError, match="does not exist"):
             open_storage(url, must_exist=True)
     assert not list(tmp_path.iterdir())
@@ -32,3 +34,23 @@ def test_read_only_open_never_creates_a_file(tmp_path):
     with pytest.raises(BitnasError, match="is empty"):
         open_storage(f"sqlite:///{tmp_path / 'zero.db'}", must_exist=True)
     assert (tmp_path / "zero.db").stat().st_size == 0
+
+
+def test_server_databases_get_heartbeats_and_retries(tmp_path):
+    from bitnas.search.storage import GRACE_S, HEARTBEAT_S, _rdb_with_heartbeat
+
+    storage = _rdb_with_heartbeat(f"sqlite:///{tmp_path / 'hb.db'}")  # the path PostgreSQL takes
+    assert storage.get_heartbeat_interval() == HEARTBEAT_S and storage.grace_period == GRACE_S
+    assert type(storage.get_heartbeat_stale_trial_callback()).__name__ == "RetryHeartbeatStaleTrialCallback"
+
+
+def test_journal_urls_follow_sqlalchemy_s_slashes(tmp_path, monkeypatch):
+    from bitnas.search.storage import _local_file
+
+    monkeypatch.chdir(tmp_path)
+    assert _local_file("journal:///runs/x.log") == Path("runs/x.log")
+    assert _local_file(f"journal:///{tmp_path}/x.log") == tmp_path / "x.log"
+    open_storage("journal:///rel/study.log")
+    assert (tmp_path / "rel").is_dir()
+    with pytest.raises(BitnasError, match="names a file"):
+        open_storage("journal:///")

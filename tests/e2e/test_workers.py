@@ -1,0 +1,89 @@
+"""Many workers on one study: `bitnas worker` on a shared journal file."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from tests.conftest import TINY_SPEC, run_bitnas
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _spec(path, trials, slow=False):
+    text = TINY_SPEC.format(trials=trials, epochs=3, sampler="random", weight_bytes=100000)
+    if slow:  # every trial fine-tunes for a while, so a kill lands inside one
+        text = text.replace("epochs = 3", 'epochs = 3\nqat = "always"\nqat_epochs = 6')
+    path.write_text(text)
+    return path
+
+
+def _worker(spec, url, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "bitnas", "worker", str(spec), "--storage", url,
+                             "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _study(url):
+    from bitnas.search.storage import open_storage
+
+    return optuna.load_study(study_name="tiny", storage=open_storage(url, must_exist=True))
+
+
+def test_two_workers_share_the_budget(tmp_path):
+    spec = _spec(tmp_path / "s.toml", trials=12)
+    url = f"journal:///{tmp_path / 'study.log'}"
+    procs = [_worker(spec, url, tmp_path / "run") for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "worker done" in out
+    study = _study(url)
+    finished = study.get_trials(states=FINISHED)
+    assert 12 <= len(finished) <= 13  # at most one trial of overshoot per extra worker
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL))
+    assert all("worker" in t.user_attrs for t in finished)  # each ran in exactly one worker
+    assert len(study.user_attrs["bitnas_identity"]) > 0  # one study, created once
+
+
+def test_a_killed_worker_s_trial_is_retried(tmp_path):
+    spec = _spec(tmp_path / "s.toml", trials=40, slow=True)
+    url = f"journal:///{tmp_path / 'study.log'}"
+    proc = _worker(spec, url, tmp_path / "run")
+    running = None
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None and running is None:
+            time.sleep(0.3)
+            if (tmp_path / "study.log").is_file():
+                study = _study(url)
+                if len(study.get_trials(states=FINISHED)) >= 2:
+                    running = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
+                                    if "worker" in t.user_attrs), None)
+        assert running is not None, "no trial was running: " + (proc.stderr.read() if proc.poll() else "")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    done = len(_study(url).get_trials(states=FINISHED))
+    rerun = run_bitnas("worker", str(spec), "--storage", url, "--out", str(tmp_path / "run"),
+                       "--trials", str(done + 2), timeout=240)
+    assert rerun.returncode == 0, rerun.stderr
+    study = _study(url)
+    assert len(study.get_trials(states=FINISHED)) == done + 2
+    assert study.trials[running.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == running.number]
+    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert retries[0].params == running.params
+
+
+def test_sqlite_workers_get_a_warning(tmp_path):
+    spec = _spec(tmp_path / "s.toml", trials=2)
+    p = run_bitnas("worker", str(spec), "--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet",
+                   "--out", str(tmp_path / "run"))
+    assert p.returncode == 0, p.stderr
+    assert "SQLite is for one process" in p.stderr
