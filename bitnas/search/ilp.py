@@ -21,10 +21,14 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 
-def solve(omega: np.ndarray, cost: np.ndarray, budget: float) -> list[int] | None:
+def solve(omega: np.ndarray, cost: np.ndarray, budget: float,
+          allowed: np.ndarray | None = None) -> list[int] | None:
     """Choice index per group minimising sum(omega) with sum(cost) <= budget; None if
-    no plan fits. ``omega`` and ``cost`` are [groups, choices]."""
+    no plan fits. ``omega``, ``cost`` and ``allowed`` (which choices a group may take;
+    default all) are [groups, choices]."""
     n_groups, n_choices = omega.shape
+    allowed = np.ones(omega.shape, dtype=bool) if allowed is None else allowed
+    omega, cost = np.where(allowed, omega, 0.0), np.where(allowed, cost, 0.0)
     # costs of 1e-10 J sit below HiGHS's feasibility tolerance (1e-7): solve in O(1) units
     c_scale = float(np.abs(cost).max()) or 1.0
     o_scale = float(np.abs(omega).max()) or 1.0
@@ -35,30 +39,37 @@ def solve(omega: np.ndarray, cost: np.ndarray, budget: float) -> list[int] | Non
         constraints=[LinearConstraint(one_each, 1, 1),
                      LinearConstraint(cost.ravel()[None, :], -np.inf, budget)],
         integrality=np.ones(omega.size),
-        bounds=Bounds(0, 1),
+        bounds=Bounds(0, allowed.ravel().astype(float)),
     )
     if res.status != 0 or res.x is None:
         return None
     return [int(i) for i in np.argmax(res.x.reshape(n_groups, n_choices), axis=1)]
 
 
-def brute_force(omega: np.ndarray, cost: np.ndarray, budget: float) -> list[int] | None:
+def brute_force(omega: np.ndarray, cost: np.ndarray, budget: float,
+                allowed: np.ndarray | None = None) -> list[int] | None:
     """The same problem by enumeration (for tests on tiny problems)."""
+    allowed = np.ones(omega.shape, dtype=bool) if allowed is None else allowed
     best, best_val = None, np.inf
     for pick in itertools.product(range(omega.shape[1]), repeat=omega.shape[0]):
         rows = np.arange(omega.shape[0])
+        if not allowed[rows, pick].all():
+            continue
         if cost[rows, pick].sum() <= budget + 1e-12 and omega[rows, pick].sum() < best_val:
             best, best_val = list(pick), omega[rows, pick].sum()
     return best
 
 
-def sweep(omega: np.ndarray, cost: np.ndarray, n_budgets: int) -> list[list[int]]:
+def sweep(omega: np.ndarray, cost: np.ndarray, n_budgets: int,
+          allowed: np.ndarray | None = None) -> list[list[int]]:
     """Distinct optimal plans for budgets spread evenly from the cheapest plan's cost to
     the dearest's, cheapest first."""
-    lo, hi = cost.min(axis=1).sum(), cost.max(axis=1).sum()
+    allowed = np.ones(omega.shape, dtype=bool) if allowed is None else allowed
+    lo = np.where(allowed, cost, np.inf).min(axis=1).sum()
+    hi = np.where(allowed, cost, -np.inf).max(axis=1).sum()
     plans: list[list[int]] = []
     for budget in np.linspace(lo, hi, max(2, n_budgets)):
-        plan = solve(omega, cost, float(budget) * (1 + 1e-9) + 1e-15)
+        plan = solve(omega, cost, float(budget) + 1e-9 * abs(float(budget)) + 1e-300, allowed)
         if plan is not None and plan not in plans:
             plans.append(plan)
     return plans

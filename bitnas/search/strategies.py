@@ -117,6 +117,9 @@ def uniform_params(space, w_bits: int, quantizer: str = "uniform",
         if "." not in name:
             return arch[name] if name in arch else (arch_pick or (lambda c: c[0]))(choices)
         if knob == "w_bits":
+            pinned = name.rpartition(".")[0] in getattr(space.precision, "group_w_bits", {})
+            if pinned and w_bits not in choices:  # pinned by group_w_bits: its nearest bits
+                return min(choices, key=lambda b: (abs(b - w_bits), -b))
             return w_bits
         if knob == "quantizer":
             return quantizer
@@ -145,8 +148,8 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
 
     space = ctx.space
     prec = space.precision
-    choices = [(b, q) for q in prec.quantizers for b in prec.w_bits]
-    base = uniform_params(space, min(prec.w_bits), prec.quantizers[0])
+    choices = [(b, q) for q in prec.quantizers for b in prec.all_w_bits()]
+    base = uniform_params(space, min(prec.all_w_bits()), prec.quantizers[0])
     cand = space.suggest(FixedTrial(base))
     groups, _ = ctx.structure(cand)
     field = next((o.name for o in spec.objectives if o.name in COST_FIELDS and o.direction == "minimize"),
@@ -158,11 +161,12 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     def with_choice(params: dict, g: str, c: tuple[int, str]) -> dict:
         return {**params, f"{g}.w_bits": c[0], f"{g}.quantizer": c[1]}
 
+    allowed = np.array([[c[0] in prec.group_w_bits.get(g, prec.w_bits) for c in choices] for g in groups])
     base_cost = ctx.cost(cand).value(field)
-    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))).value(field) for c in choices]
-             for g in groups]
+    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))).value(field) if ok else 0.0
+              for c, ok in zip(choices, row, strict=True)] for g, row in zip(groups, allowed, strict=True)]
     omega = np.array([[sens.omega(g, *c) for c in choices] for g in groups])
-    plans = ilp.sweep(omega, ilp.marginal_costs(base_cost, costs), n_plans)
+    plans = ilp.sweep(omega, ilp.marginal_costs(base_cost, costs), n_plans, allowed)
     log(f"ilp: {sens.estimator} sensitivities of {len(groups)} groups x {len(choices)} choices; "
         f"{len(plans)} distinct plans over a sweep of {field} budgets queued")
     out = []

@@ -94,8 +94,8 @@ def open_study(spec: StudySpec, url: str,
             f"cannot open study {spec.name!r} in {mask_url(url)}: "
             f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
         ) from None
-    stored = study.user_attrs.get("bitnas_identity")
-    wanted = spec.identity()
+    stored = _unset_dropped(study.user_attrs.get("bitnas_identity"))
+    wanted = _unset_dropped(spec.identity())
     # nothing to lose: an empty shell whose creation was cut short, or a bitnas study
     # whose first run failed or was stopped before any trial finished
     if (stored is None and not study.trials) or (
@@ -113,6 +113,16 @@ def open_study(spec: StudySpec, url: str,
             f"({_first_difference(stored, wanted)}); use another --out or study name"
         )
     return study
+
+
+def _unset_dropped(identity: Any) -> Any:
+    """The identity without options left unset (None): a study made before an optional
+    option existed still matches a spec that leaves it unset."""
+    if isinstance(identity, dict):
+        return {k: _unset_dropped(v) for k, v in identity.items() if v is not None}
+    if isinstance(identity, list):
+        return [_unset_dropped(v) for v in identity]
+    return identity
 
 
 #: how long a study without bitnas's identity may be another worker's creation in progress

@@ -38,17 +38,37 @@ class PrecisionChoices:
         w_bits: Sequence[int],
         a_bits: Sequence[int],
         quantizers: Sequence[str],
+        group_w_bits: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self.w_bits = tuple(check_bits(b, "space.w_bits") for b in choice_list(w_bits, "space.w_bits"))
+        if group_w_bits is not None and not isinstance(group_w_bits, Mapping):
+            raise BitnasError("space.group_w_bits must be a table of group = [bits], e.g. "
+                              "{ stem0 = [8], head = [8] }")
+        #: per-group w_bits that replace ``w_bits`` (e.g. keep the first and last layers at 8)
+        self.group_w_bits = {
+            g: tuple(check_bits(b, f"space.group_w_bits.{g}")
+                     for b in choice_list(bits, f"space.group_w_bits.{g}"))
+            for g, bits in (group_w_bits or {}).items()}
         self.a_bits = tuple(check_bits(b, "space.a_bits") for b in choice_list(a_bits, "space.a_bits"))
         self.quantizers = tuple(
             QUANTIZERS.check(q, "space.quantizers")
             for q in choice_list(quantizers, "space.quantizers", kind=str)
         )
 
+    def check_groups(self, known: set[str]) -> None:
+        """Refuse group_w_bits entries for groups the space does not have."""
+        unknown = sorted(set(self.group_w_bits) - known)
+        if unknown:
+            raise BitnasError(f"space.group_w_bits names unknown group(s) {unknown}; the space's groups: "
+                              + ", ".join(sorted(known)))
+
+    def all_w_bits(self) -> tuple[int, ...]:
+        """Every w_bits any group may take."""
+        return tuple(sorted({*self.w_bits, *(b for bits in self.group_w_bits.values() for b in bits)}))
+
     def suggest(self, trial: optuna.trial.BaseTrial, group: str) -> LayerQuant:
         return LayerQuant(
-            w_bits=trial.suggest_categorical(f"{group}.w_bits", self.w_bits),
+            w_bits=trial.suggest_categorical(f"{group}.w_bits", self.group_w_bits.get(group, self.w_bits)),
             a_bits=trial.suggest_categorical(f"{group}.a_bits", self.a_bits),
             quantizer=trial.suggest_categorical(f"{group}.quantizer", self.quantizers),
         )

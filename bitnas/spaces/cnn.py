@@ -32,6 +32,7 @@ class CNNSpace(SearchSpace):
         w_bits: Sequence[int] = (2, 3, 4, 6, 8),
         a_bits: Sequence[int] = (8,),
         quantizers: Sequence[str] = ("uniform",),
+        group_w_bits: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__(input_shape=input_shape, num_classes=num_classes)
         self.depth = choice_list(depth, "space.depth", minimum=1)
@@ -40,7 +41,8 @@ class CNNSpace(SearchSpace):
         for k in self.kernel_size:
             if k % 2 == 0:
                 raise BitnasError(f"space.kernel_size must be odd (same padding), got {k}")
-        self.precision = PrecisionChoices(w_bits, a_bits, quantizers)
+        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits)
+        self.precision.check_groups({g for d in self.depth for g in self.group_names(d)})
 
     @staticmethod
     def group_names(depth: int) -> list[str]:

@@ -91,6 +91,7 @@ class _SpikingSpace(SearchSpace):
         quantizers: Sequence[str] = ("uniform", "pot"),
         v_bits: Sequence[int] = (FLOAT_BITS,),
         encoding: str = "direct",
+        group_w_bits: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__(input_shape=input_shape, num_classes=num_classes)
         if len(self.input_shape) not in (3, 4):
@@ -111,7 +112,8 @@ class _SpikingSpace(SearchSpace):
             for h in self.heads:
                 if e % h:
                     raise BitnasError(f"space.embed_dims {e} is not divisible by space.heads {h}")
-        self.precision = PrecisionChoices(w_bits, a_bits, quantizers)
+        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits)
+        self.precision.check_groups({g for d in self.depth for g in self.group_names(d)})
         self.v_bits = tuple(check_bits(b, "space.v_bits") for b in choice_list(v_bits, "space.v_bits"))
         if min(self.v_bits) < 2:
             raise BitnasError("space.v_bits must be 2..16 or 32 (a membrane needs a sign and a value)")

@@ -97,3 +97,18 @@ def test_ilp_strategies_queue_their_front(tmp_path, strategy):
     assert len(plans) == len(queued)  # distinct plans
     done = result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) == 8
+
+
+def test_ilp_respects_choices_a_group_may_not_take():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        omega, cost = rng.random((3, 3)), rng.random((3, 3))
+        allowed = rng.random((3, 3)) < 0.7
+        allowed[:, 0] = True  # every group can take something
+        budget = rng.uniform(0.5, 2.5)
+        got, want = ilp.solve(omega, cost, budget, allowed), ilp.brute_force(omega, cost, budget, allowed)
+        if want is None:
+            assert got is None
+            continue
+        assert all(allowed[g, c] for g, c in enumerate(got))
+        assert omega[[0, 1, 2], got].sum() == pytest.approx(omega[[0, 1, 2], want].sum())

@@ -62,3 +62,32 @@ def test_strategy_is_the_spec_key_and_the_flag(tmp_path):
     from bitnas.cli import build_parser
 
     assert build_parser().parse_args(["search", "x.toml", "--strategy", "gp"]).sampler == "gp"
+
+
+def test_group_w_bits_pins_groups():
+    load_builtins()
+    space = SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[1], widths=[8],
+                          w_bits=[2, 4], group_w_bits={"fc": [8]})
+    params = uniform_params(space, 2)
+    cand = space.suggest(FixedTrial(params))
+    assert cand.plan["conv0"].w_bits == 2 and cand.plan["fc"].w_bits == 8
+    with pytest.raises(BitnasError, match=r"unknown group\(s\) \['conv9'\]"):
+        SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[1], group_w_bits={"conv9": [8]})
+
+
+def test_studies_made_before_an_optional_option_still_resume(tmp_path):
+    from bitnas.search.study import open_study
+    from bitnas.spec import load_spec
+    from tests.conftest import write_spec
+
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(spec, url)
+    old = spec.identity()
+    old["space"].pop("group_w_bits")  # as stored by a bitnas without the option
+    study.set_user_attr("bitnas_identity", old)
+    import optuna
+
+    # a finished trial: a study with results is never recreated, a mismatch would be refused
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1e-9], params={}, distributions={}))
+    assert len(open_study(spec, url).trials) == 1
