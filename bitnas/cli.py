@@ -143,6 +143,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bitnas.search import bench
+
+    out = Path(args.out) if args.out else Path("runs") / ("bench_quick" if args.quick else "bench")
+    log = lambda msg: print(msg, flush=True)  # noqa: E731  (the hv_ratio lines go to stdout)
+    report = bench.run(out, quick=args.quick, log=log)
+    print(bench.format_report(report))
+    print(f"\nwrote {out / 'bench.md'}, bench.json and bench.png")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from bitnas.registry import ALL, load_builtins
 
@@ -214,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="run directory (default: runs/<experiment>[_quick])")
     rp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     rp.set_defaults(func=cmd_reproduce)
+
+    be = sub.add_parser("bench", help="search strategies side by side against an exhaustive front")
+    be.add_argument("--quick", action="store_true", help="a reduced version (minutes)")
+    be.add_argument("--out", help="output directory (default: runs/bench[_quick])")
+    be.set_defaults(func=cmd_bench)
 
     li = sub.add_parser("list", help="list registered spaces, quantizers, tasks, hardware, strategies")
     li.set_defaults(func=cmd_list)

@@ -65,9 +65,13 @@ class UniformPrecisionSampler(optuna.samplers.BaseSampler):
         knob = param_name.rpartition(".")[2]
         draws = self._draws.setdefault(trial.number, {})
         choices = getattr(param_distribution, "choices", ())
-        if knob not in draws or draws[knob] not in choices:
+        if len(choices) == 1:  # a pinned group (group_w_bits) or a fixed knob: no draw
+            return choices[0]
+        if knob not in draws:
             draws[knob] = self._random.sample_independent(study, trial, param_name, param_distribution)
-        return draws[knob]
+        if draws[knob] in choices:
+            return draws[knob]
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values):
         self._draws.pop(trial.number, None)

@@ -91,3 +91,22 @@ def test_studies_made_before_an_optional_option_still_resume(tmp_path):
     # a finished trial: a study with results is never recreated, a mismatch would be refused
     study.add_trial(optuna.trial.create_trial(values=[0.5, 1e-9], params={}, distributions={}))
     assert len(open_study(spec, url).trials) == 1
+
+
+def test_uniform_sampler_ignores_pinned_groups():
+    import optuna
+
+    from bitnas.search.strategies import UniformPrecisionSampler
+
+    load_builtins()
+    space = SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[2], widths=[8],
+                          w_bits=[2, 4], group_w_bits={"conv0": [8]})
+    study = optuna.create_study(sampler=UniformPrecisionSampler(0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        plan = space.suggest(trial).plan
+        assert plan["conv0"].w_bits == 8 and plan["conv1"].w_bits == plan["fc"].w_bits
+        seen.add(plan["fc"].w_bits)
+        study.tell(trial, 0.0)
+    assert seen == {2, 4}  # the pinned first group does not decide the others' bits
