@@ -65,7 +65,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
               file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = run_search(spec, out, storage_url=args.storage, log=log, export=False)
+    result = run_search(spec, out, storage_url=args.storage, log=log, export=False, shared=True)
     done = len(finished_trials(result.study))
     print(f"worker done: study {spec.name!r} in {mask_url(args.storage)} has {done}/{spec.trials} "
           f"finished trials; `bitnas pareto {args.storage}` prints the front")
@@ -75,14 +75,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_pareto(args: argparse.Namespace) -> int:
     from bitnas.hardware_models.base import COST_FIELDS
     from bitnas.search.hypervolume import best_under, front_hypervolume, knee, parse_bounds
-    from bitnas.search.pareto import format_table, front_trials, member_record
+    from bitnas.search.pareto import feasible_trials, format_table, front_trials, member_record
 
     study, spec, _ = _open_existing(args.run, args.study)
     records = [member_record(t, spec.objectives) for t in front_trials(study)]
     if args.under:
         fields = list(dict.fromkeys([*(o.name for o in spec.objectives), *COST_FIELDS]))
         bounds = parse_bounds(args.under, fields)
-        best = best_under(records, spec.objectives, bounds)
+        # every feasible trial: under a bound on a field that is not an objective, the
+        # best one need not be on the front
+        best = best_under([member_record(t, spec.objectives) for t in feasible_trials(study)],
+                          spec.objectives, bounds)
         if best is None:
             print(f"no front member of {study.study_name!r} has "
                   + " and ".join(f"{k} <= {v:g}" for k, v in bounds.items()), file=sys.stderr)
@@ -92,7 +95,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2))
         return 0
     if args.under:
-        print(f"best {spec.objectives[0].name} with " + " and ".join(args.under) + ":")
+        print(f"best {spec.objectives[0].name} of all feasible trials with " + " and ".join(args.under) + ":")
         print(format_table(records, spec.objectives))
         return 0
     print(f"Pareto front of {study.study_name!r}: {len(records)} members")

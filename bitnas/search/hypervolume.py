@@ -10,7 +10,8 @@ so every later figure of that study uses the same one:
 - else, for a maximised metric (accuracy), 0;
 - else, for a cost, the spec's budget on that field if it has one (nothing above it
   is feasible), or the static cost of the most expensive candidate the space can
-  propose: every arch knob at its largest choice, every group at its widest bits.
+  propose: every arch knob at its largest choice, every group at its widest bits,
+  under the dearest scheme.
   For activity-based models the static cost assumes every input spikes, an upper
   bound.
 """
@@ -68,11 +69,10 @@ def default_reference(spec: StudySpec, ctx: Any) -> dict[str, Any]:
             if worst is None:
                 from optuna.trial import FixedTrial
 
-                space = ctx.space
-                widest = max(space.precision.w_bits)
-                params = uniform_params(space, widest, space.precision.quantizers[0], arch_pick=max)
-                worst = ctx.cost(space.suggest(FixedTrial(params)))
-            values[o.name] = float(worst.value(o.name))
+                space = ctx.space  # each group at its widest bits, under each scheme
+                worst = [ctx.cost(space.suggest(FixedTrial(uniform_params(space, max, q, arch_pick=max))))
+                         for q in space.precision.quantizers]
+            values[o.name] = max(float(c.value(o.name)) for c in worst)
             sources[o.name] = "static cost of the largest candidate at the widest bits"
         else:
             raise BitnasError(f"objective {o.name} is minimised and has no natural worst value; "
@@ -156,7 +156,7 @@ def value_of(record: Mapping[str, Any], name: str) -> float:
 
 def best_under(records: Sequence[Mapping[str, Any]], objectives: Sequence[Objective],
                bounds: Mapping[str, float]) -> Mapping[str, Any] | None:
-    """The front member with the best first objective among those within every bound."""
+    """The record with the best first objective among those within every bound."""
     ok = [r for r in records if all(value_of(r, k) <= v for k, v in bounds.items())]
     if not ok:
         return None

@@ -40,6 +40,17 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: (t.values[0], t.number))
 
 
+def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible COMPLETE bitnas trials, each candidate once (its earliest trial)."""
+    seen: set[str] = set()
+    out = []
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        if {"candidate", "cost"} <= set(t.user_attrs) and is_feasible(t) and _key(t) not in seen:
+            seen.add(_key(t))
+            out.append(t)
+    return out
+
+
 def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 

@@ -104,7 +104,7 @@ class _Picker:
         return value
 
 
-def uniform_params(space, w_bits: int, quantizer: str = "uniform",
+def uniform_params(space, w_bits, quantizer: str = "uniform",
                    arch: dict | None = None, arch_pick=None) -> dict:
     """Optuna params of the candidate with every group at ``w_bits`` and ``quantizer``.
 
@@ -121,6 +121,8 @@ def uniform_params(space, w_bits: int, quantizer: str = "uniform",
         if "." not in name:
             return arch[name] if name in arch else (arch_pick or (lambda c: c[0]))(choices)
         if knob == "w_bits":
+            if callable(w_bits):  # e.g. min or max: each group's own extreme
+                return w_bits(choices)
             pinned = name.rpartition(".")[0] in getattr(space.precision, "group_w_bits", {})
             if pinned and w_bits not in choices:  # pinned by group_w_bits: its nearest bits
                 return min(choices, key=lambda b: (abs(b - w_bits), -b))
@@ -153,7 +155,7 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     space = ctx.space
     prec = space.precision
     choices = [(b, q) for q in prec.quantizers for b in prec.all_w_bits()]
-    base = uniform_params(space, min(prec.all_w_bits()), prec.quantizers[0])
+    base = uniform_params(space, min, prec.quantizers[0])  # each group at its fewest bits
     cand = space.suggest(FixedTrial(base))
     groups, _ = ctx.structure(cand)
     field = next((o.name for o in spec.objectives if o.name in COST_FIELDS and o.direction == "minimize"),

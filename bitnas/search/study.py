@@ -101,7 +101,10 @@ def open_study(spec: StudySpec, url: str,
     if (stored is None and not study.trials) or (
             stored is not None and stored != wanted and not finished_trials(study)):
         optuna.delete_study(study_name=spec.name, storage=storage)
-        return _create(spec, storage)
+        try:
+            return _create(spec, storage)
+        except optuna.exceptions.DuplicatedStudyError:  # another worker recreated it first
+            return _await_identity(optuna.load_study(study_name=spec.name, storage=storage), storage)
     if stored is None:
         raise BitnasError(
             f"study {spec.name!r} in {mask_url(url)} was not created by bitnas; "
@@ -214,9 +217,10 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
 
-def _sampler_seed(seed: int, n_existing: int) -> int:
-    # a resumed run must not replay the random stream of the first run
-    return int(np.random.SeedSequence([seed, n_existing]).generate_state(1)[0])
+def _sampler_seed(seed: int, n_existing: int, salt: int = 0) -> int:
+    # a resumed run must not replay the random stream of the first run, and workers that
+    # join at the same moment (same n_existing) must not replay each other's (salt)
+    return int(np.random.SeedSequence([seed, n_existing, salt]).generate_state(1)[0])
 
 
 def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
@@ -249,7 +253,8 @@ class SearchResult:
 
 def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None,
                log: Log = _stderr, enqueue: Sequence[dict[str, Any]] = (),
-               ctx: SearchContext | None = None, export: bool = True) -> SearchResult:
+               ctx: SearchContext | None = None, export: bool = True,
+               shared: bool = False) -> SearchResult:
     """Run (or resume) the study to ``spec.trials`` finished trials and export its front.
 
     ``enqueue``: trial params to evaluate before the sampler's own proposals (for
@@ -257,6 +262,8 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     not queued again, so a resumed run does not repeat them. ``ctx``: the study's
     context, when the caller has built it already. ``export=False`` (a worker among
     many) skips writing the front; ``bitnas pareto`` reads it from the storage.
+    ``shared``: other workers run the same study at the same time, so this one's
+    sampler is seeded from its process too (otherwise they would propose the same).
     """
     start = time.perf_counter()
     # bitnas prints its own progress; errors propagate out of optimize() with their traceback
@@ -270,12 +277,17 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     if REFERENCE_ATTR not in study.user_attrs:  # declared once, kept for the study's life
         study.set_user_attr(REFERENCE_ATTR, default_reference(spec, ctx))
     warm_start = getattr(STRATEGIES.get(spec.sampler), "warm_start", None)
-    if warm_start is not None and not study.user_attrs.get("bitnas_warm_start"):
-        enqueue = [*enqueue, *warm_start(ctx, spec, spec.trials, log)]
+    if (warm_start is not None and not study.user_attrs.get("bitnas_warm_start")
+            and len(finished_trials(study)) < spec.trials):
+        # claimed before the (slow) computation, so a worker joining meanwhile skips it
+        study.set_user_attr("bitnas_warm_start", spec.sampler)
+        try:
+            enqueue = [*enqueue, *warm_start(ctx, spec, spec.trials, log)]
+        except BaseException:
+            study.set_user_attr("bitnas_warm_start", "")  # not done: the next run does it
+            raise
     for params in enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
-    if warm_start is not None and not study.user_attrs.get("bitnas_warm_start"):
-        study.set_user_attr("bitnas_warm_start", spec.sampler)  # once per study
     recovered = recover_orphans(study, register_worker(study))
     if recovered:
         log(f"recovered trial(s) {recovered} left unfinished by a killed or interrupted run: "
@@ -286,7 +298,8 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
         f"{max(0, remaining)} to run; sampler {spec.sampler}, seed {spec.seed}")
 
     if remaining > 0:
-        sampler = STRATEGIES.create(spec.sampler, seed=_sampler_seed(spec.seed, len(study.trials)),
+        salt = os.getpid() if shared else 0
+        sampler = STRATEGIES.create(spec.sampler, seed=_sampler_seed(spec.seed, len(study.trials), salt),
                                     n_trials=spec.trials)
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
         objective = SearchObjective(ctx, spec.objectives, done)

@@ -34,7 +34,7 @@ def _study(url):
 
 
 def test_two_workers_share_the_budget(tmp_path):
-    spec = _spec(tmp_path / "s.toml", trials=12)
+    spec = _spec(tmp_path / "s.toml", trials=12, slow=True)  # slow enough that both take part
     url = f"journal:///{tmp_path / 'study.log'}"
     procs = [_worker(spec, url, tmp_path / "run") for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
@@ -46,6 +46,13 @@ def test_two_workers_share_the_budget(tmp_path):
     assert 12 <= len(finished) <= 13  # at most one trial of overshoot per extra worker
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL))
     assert all("worker" in t.user_attrs for t in finished)  # each ran in exactly one worker
+    # workers seed their samplers apart: they do not replay each other's proposals
+    by_worker: dict[str, list] = {}
+    for t in sorted(finished, key=lambda t: t.number):
+        by_worker.setdefault(t.user_attrs["worker"], []).append(sorted(t.params.items()))
+    assert len(by_worker) == 2
+    a, b = by_worker.values()
+    assert sum(p in a for p in b) < len(b) / 2
     assert len(study.user_attrs["bitnas_identity"]) > 0  # one study, created once
 
 

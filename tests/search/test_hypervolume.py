@@ -93,8 +93,11 @@ def test_reference_is_declared_once_and_kept(run):
     # energy: the static cost of the largest candidate at the widest bits bounds every trial
     energies = [t.values[1] for t in result.study.trials if t.values]
     assert stored["values"]["energy_j"] >= max(energies)
+    sentinel = {"values": {**stored["values"], "energy_j": 123.0}, "sources": stored["sources"]}
+    result.study.set_user_attr(REFERENCE_ATTR, sentinel)  # a later run must not redeclare it
     again = run_search(spec.replace(trials=7), out, log=lambda m: None)
-    assert again.study.user_attrs[REFERENCE_ATTR] == stored
+    assert again.study.user_attrs[REFERENCE_ATTR] == sentinel
+    result.study.set_user_attr(REFERENCE_ATTR, stored)
 
 
 def test_history_never_falls_and_ends_at_the_front(run):
@@ -121,6 +124,17 @@ def test_pareto_cli_prints_hypervolume_knee_and_best_under(run, capsys):
     assert [r["trial"] for r in picked] == [cheapest["trial"]]
     assert main(["pareto", str(out), "--under", f"energy_j={bound / 2!r}"]) == 1
     assert "no front member" in capsys.readouterr().err
+    # a bound on a field that is not an objective: the best of all feasible trials
+    from bitnas.search.pareto import feasible_trials
+
+    feas = feasible_trials(result.study)
+    sizes = sorted(t.user_attrs["cost"]["weight_bytes"] for t in feas)
+    bound = sizes[len(sizes) // 2]
+    want = max((t for t in feas if t.user_attrs["cost"]["weight_bytes"] <= bound),
+               key=lambda t: t.values[0])
+    assert main(["pareto", str(out), "--under", f"weight_bytes={bound}", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got[0]["values"]["accuracy"] == want.values[0] and got[0]["cost"]["weight_bytes"] <= bound
     assert main(["pareto", str(out), "--under", "volts=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "volts is not one of" in err[0]

@@ -112,3 +112,18 @@ def test_ilp_respects_choices_a_group_may_not_take():
             continue
         assert all(allowed[g, c] for g, c in enumerate(got))
         assert omega[[0, 1, 2], got].sum() == pytest.approx(omega[[0, 1, 2], want].sum())
+
+
+def test_ilp_with_a_group_pinned_below_the_others(tmp_path):
+    from bitnas.search.study import run_search
+    from bitnas.spec import load_spec
+    from tests.conftest import write_spec
+
+    text = write_spec(tmp_path / "s.toml", trials=3, epochs=1).read_text()
+    text = text.replace("w_bits = [2, 4, 8]", "w_bits = [4, 8]\ngroup_w_bits = { fc = [2, 8] }")
+    (tmp_path / "s.toml").write_text(text)
+    spec = load_spec(tmp_path / "s.toml").replace(sampler="ilp")
+    result = run_search(spec, tmp_path / "run", log=lambda m: None)
+    queued = [t for t in result.study.trials if "fixed_params" in t.system_attrs]
+    assert queued and all(t.params["fc.w_bits"] in (2, 8) and t.params["conv0.w_bits"] in (4, 8)
+                          for t in queued)

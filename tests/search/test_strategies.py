@@ -110,3 +110,11 @@ def test_uniform_sampler_ignores_pinned_groups():
         seen.add(plan["fc"].w_bits)
         study.tell(trial, 0.0)
     assert seen == {2, 4}  # the pinned first group does not decide the others' bits
+
+
+def test_workers_joining_together_get_different_sampler_seeds():
+    from bitnas.search.study import _sampler_seed
+
+    assert _sampler_seed(0, 0) == _sampler_seed(0, 0)  # one process: reproducible
+    assert _sampler_seed(0, 0, salt=101) != _sampler_seed(0, 0, salt=102)  # two workers: apart
+    assert _sampler_seed(0, 0) != _sampler_seed(0, 5)  # a resumed run: a fresh stream
