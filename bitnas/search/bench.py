@@ -154,19 +154,24 @@ def run(out_dir: Path, *, quick: bool = False, log: Log = print,
         return cache[(name, budget)]
 
     results: dict[str, dict[int, list[float]]] = {}
+    histories: dict[str, list[float]] = {}
     overhead: dict[str, float] = {}
+    top = cfg["budgets"][-1]
     for name in strategies:
         results[name] = {}
         times = []
         for budget in cfg["budgets"]:
-            ratios = []
+            ratios, curves = [], []
             for seed in range(cfg["seeds"]):
                 found, per_trial = run_strategy(name, seed, budget, ctx, groups, plans, warm)
                 ratios.append(hypervolume(found, reference, directions) / true_hv)
                 times.append(per_trial)
+                if budget == top:  # the hypervolume after each trial, in trial order
+                    curves.append([hypervolume(found[:k], reference, directions) / true_hv
+                                   for k in range(1, len(found) + 1)])
             results[name][budget] = ratios
+        histories[name] = [statistics.median(c[k] for c in curves) for k in range(min(map(len, curves)))]
         overhead[name] = statistics.mean(times)
-        top = cfg["budgets"][-1]
         log(f"strategy={name} budget={top} hv_ratio={statistics.median(results[name][top]):.4f} "
             f"min={min(results[name][top]):.4f} "
             + " ".join(f"@{b}={statistics.median(r):.3f}" for b, r in results[name].items()))
@@ -180,6 +185,7 @@ def run(out_dir: Path, *, quick: bool = False, log: Log = print,
         "eval_s_per_plan": eval_s, "cost_model_s_per_plan": cost_s,
         "cost_model_plans_per_s": 1 / cost_s if cost_s else None,
         "sampler_s_per_trial": overhead,
+        "hv_history": histories,  # median ratio after each trial, at the largest budget
     }
     atomic_write(out_dir / "bench.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
     text = format_report(report)
@@ -217,14 +223,19 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, hist) = plt.subplots(1, 2, figsize=(11, 4))
     for name, by_budget in r["hv_ratio"].items():
         budgets = [int(b) for b in by_budget]
         ax.plot(budgets, [statistics.median(v) for v in by_budget.values()], marker="o", label=name)
-    ax.set_xlabel("trials")
-    ax.set_ylabel("hypervolume found / true (median)")
+        curve = r["hv_history"].get(name, [])
+        hist.plot(range(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("trial budget")
+    ax.set_ylabel("hypervolume found / true (median over seeds)")
     ax.set_xscale("log")
-    ax.grid(alpha=0.3)
+    hist.set_xlabel(f"trials into a {r['budgets'][-1]}-trial run")
+    hist.set_ylabel("hypervolume so far / true (median)")
+    for a in (ax, hist):
+        a.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))

@@ -1,6 +1,7 @@
 """`bitnas bench` on a tiny space: exhaustive table, lookups, hypervolume ratios."""
 
 import json
+import statistics
 
 import pytest
 
@@ -47,4 +48,7 @@ def test_ratios_are_bounded_by_the_true_front(tiny_bench):
     for name in ("random", "uniform", "ilp"):
         assert any(m.startswith(f"strategy={name} ") and "hv_ratio=" in m for m in logs)
     assert any("as NAS-Bench does" in m for m in logs)
+    for name, curve in report["hv_history"].items():  # per trial of the largest budget
+        assert len(curve) == 12 and all(b >= a - 1e-12 for a, b in zip(curve, curve[1:], strict=False))
+        assert curve[-1] == pytest.approx(statistics.median(report["hv_ratio"][name]["12"]))
     assert (out / "bench.png").stat().st_size > 0 and "| ilp |" in bench.format_report(report)
