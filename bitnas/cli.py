@@ -26,6 +26,13 @@ def _spec_path(arg: str) -> Path:
     return Path(str(bundled)) if bundled.is_file() else p
 
 
+def _progress_log(args: argparse.Namespace):
+    """Per-trial progress lines on stderr, or nothing with --quiet."""
+    if args.quiet:
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
 def _open_existing(target: str, study_name: str | None):
     import optuna
 
@@ -47,7 +54,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     spec = spec.replace(trials=args.trials, seed=args.seed, sampler=args.sampler)
     out = Path(args.out) if args.out else Path("runs") / spec.name
 
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = _progress_log(args)
     result = run_search(spec, out, storage_url=args.storage, log=log)
     print(summary(result, spec))
     return 0
@@ -64,7 +71,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
               "journal:///path/study.log (one machine or a shared filesystem) or postgresql://...",
               file=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / spec.name
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = _progress_log(args)
     result = run_search(spec, out, storage_url=args.storage, log=log, export=False, shared=True)
     done = len(finished_trials(result.study))
     print(f"worker done: study {spec.name!r} in {mask_url(args.storage)} has {done}/{spec.trials} "
@@ -137,7 +144,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     module = import_module(REPRODUCIBLE[args.experiment])
     name = module.NAME + ("_quick" if args.quick else "")
     out = Path(args.out) if args.out else Path("runs") / name
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = _progress_log(args)
     report = module.run(out, quick=args.quick, trials=args.trials, storage_url=args.storage, log=log)
     print(module.format_report(report))
     where = f"storage {mask_url(args.storage)}" if args.storage else str(out)

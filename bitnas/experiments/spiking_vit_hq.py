@@ -33,7 +33,7 @@ from bitnas.errors import BitnasError
 from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan
 from bitnas.registry import HARDWARE
 from bitnas.search.context import SearchContext
-from bitnas.search.pareto import atomic_write, front_trials, is_feasible
+from bitnas.search.pareto import atomic_write, feasible_trials, front_trials
 from bitnas.search.strategies import uniform_params
 from bitnas.search.study import run_search
 from bitnas.spec import StudySpec, load_spec
@@ -146,15 +146,9 @@ def analyse(study, spec: StudySpec, ctx: SearchContext) -> dict[str, Any]:
     front = front_trials(study)
     within = [t for t in front if fp["accuracy"] - stored(t)[0] <= MAX_DROP + 1e-12]
     chosen = min(within, key=lambda t: (stored(t)[1], -stored(t)[0])) if within else None
-    seen: set[str] = set()
-    uniform = []  # feasible, each plan once (TPE may propose a baseline again)
-    for t in sorted(trials, key=lambda t: t.number):
-        plan = t.user_attrs["candidate"]["plan"]
-        key = json.dumps(plan, sort_keys=True)
-        if _is_uniform(plan) and key not in seen and is_feasible(t):
-            seen.add(key)
-            uniform.append(t)
-    uniform.sort(key=lambda t: stored(t)[1])
+    # feasible, each plan once (TPE may propose a baseline again), smallest first
+    uniform = sorted((t for t in feasible_trials(study) if _is_uniform(t.user_attrs["candidate"]["plan"])),
+                     key=lambda t: stored(t)[1])
     budget = stored(chosen)[1] if chosen else None
     fits = [t for t in uniform if budget is not None and stored(t)[1] <= budget]
     best_uniform = max(fits, key=lambda t: (stored(t)[0], -stored(t)[1])) if fits else None

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
 from bitnas.hardware_models.base import COST_FIELDS
+from bitnas.search.pareto import is_feasible
 from bitnas.spec import Objective, StudySpec
 
 REFERENCE_ATTR = "hv_reference"
@@ -91,8 +92,7 @@ def study_reference(study: optuna.Study, objectives: Sequence[Objective]) -> lis
 def feasible_points(trials: Sequence[FrozenTrial]) -> list[list[float]]:
     """Objective values of the feasible COMPLETE trials."""
     return [list(t.values) for t in trials
-            if t.state == TrialState.COMPLETE and t.values is not None
-            and all(v <= 0 for v in t.constraints.values())]
+            if t.state == TrialState.COMPLETE and t.values is not None and is_feasible(t)]
 
 
 def history(study: optuna.Study, objectives: Sequence[Objective],

@@ -23,32 +23,30 @@ def _key(trial: FrozenTrial) -> str:
     return candidate_key(trial.user_attrs.get("candidate", trial.params))
 
 
+def _first_of_each(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The bitnas trials among ``trials``, each candidate once: its earliest trial.
+    (Trials added by hand carry no candidate or cost: there is nothing to export.)"""
+    seen: set[str] = set()
+    out = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if {"candidate", "cost"} <= set(t.user_attrs) and _key(t) not in seen:
+            seen.add(_key(t))
+            out.append(t)
+    return out
+
+
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Non-dominated feasible COMPLETE trials, sorted by the first objective.
 
     A candidate proposed more than once appears once, as its earliest trial.
     """
-    seen: set[str] = set()
-    front = []
-    for t in sorted(study.best_trials, key=lambda t: t.number):
-        if not {"candidate", "cost"} <= set(t.user_attrs):
-            continue  # not a bitnas trial (added by hand): nothing to export
-        key = _key(t)
-        if key not in seen:
-            seen.add(key)
-            front.append(t)
-    return sorted(front, key=lambda t: (t.values[0], t.number))
+    return sorted(_first_of_each(study.best_trials), key=lambda t: (t.values[0], t.number))
 
 
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible COMPLETE bitnas trials, each candidate once (its earliest trial)."""
-    seen: set[str] = set()
-    out = []
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-        if {"candidate", "cost"} <= set(t.user_attrs) and is_feasible(t) and _key(t) not in seen:
-            seen.add(_key(t))
-            out.append(t)
-    return out
+    return _first_of_each([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                           if is_feasible(t)])
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

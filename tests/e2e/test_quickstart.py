@@ -7,13 +7,19 @@ import pytest
 from tests.conftest import run_bitnas
 
 
+def _front(tmp_path, spec: str, timeout: float) -> list[dict]:
+    """Run a bundled study to the end; its front, which must have two members or more."""
+    proc = run_bitnas("search", spec, "--out", str(tmp_path / spec), timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((tmp_path / spec / "pareto.json").read_text())
+    assert len(records) >= 2
+    return records
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1000)
 def test_quickstart_spiking_front(tmp_path):
-    proc = run_bitnas("search", "quickstart", "--out", str(tmp_path / "qs"), timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    records = json.loads((tmp_path / "qs" / "pareto.json").read_text())
-    assert len(records) >= 2
+    records = _front(tmp_path, "quickstart", timeout=900)
     for r in records:
         assert r["cost"]["weight_bytes"] <= 16384  # the spec's budget
         assert r["fp_metrics"]["accuracy"] > 0.85
@@ -30,10 +36,7 @@ def test_quickstart_spiking_front(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(700)
 def test_cnn_digits_beats_int8_energy(tmp_path):
-    proc = run_bitnas("search", "cnn_digits", "--out", str(tmp_path / "cnn"), timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    records = json.loads((tmp_path / "cnn" / "pareto.json").read_text())
-    assert len(records) >= 2
+    records = _front(tmp_path, "cnn_digits", timeout=600)
     for r in records:
         assert r["cost"]["weight_bytes"] <= 8192  # the spec's budget
         fp = r["fp_metrics"]["accuracy"]
