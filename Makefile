@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/bitnas search bitnas/experiments/quickstart.toml
 
+# the worker tests also run against a local PostgreSQL server, which this starts (or
+# installs) when it can; when it cannot, it says why and that test skips
 test: $(STAMP)
+	-@bash scripts/postgres-up.sh
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

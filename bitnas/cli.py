@@ -75,7 +75,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     result = run_search(spec, out, storage_url=args.storage, log=log, export=False, shared=True)
     done = len(finished_trials(result.study))
     print(f"worker done: study {spec.name!r} in {mask_url(args.storage)} has {done}/{spec.trials} "
-          f"finished trials; `bitnas pareto {args.storage}` prints the front")
+          f"finished trials; `bitnas pareto {mask_url(args.storage)}` prints the front")
     return 0
 
 

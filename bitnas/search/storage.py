@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 import warnings
@@ -103,6 +104,19 @@ def _rdb_with_heartbeat(url: str) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
+def _with_driver(url: str) -> str:
+    """``postgresql://`` names no driver, and SQLAlchemy then wants psycopg2; bitnas's
+    ``postgres`` extra installs psycopg 3, so use that when psycopg2 is absent."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return url
+    if importlib.util.find_spec("psycopg") is None:
+        raise BitnasError("PostgreSQL storage needs a driver: pip install 'bitnas[postgres]' "
+                          "(psycopg 3), or psycopg2")
+    return "postgresql+psycopg://" + url.partition("://")[2]
+
+
 def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``: any SQLAlchemy URL, or journal:///path/to/file.log.
 
@@ -128,7 +142,9 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             # a reader (bitnas pareto, the dashboard) must make a running search wait, not fail
             return optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
-        return _rdb_with_heartbeat(url)
+        return _rdb_with_heartbeat(_with_driver(url))
+    except BitnasError:
+        raise
     except Exception as e:  # driver, schema and file errors all reach the user as one line
         raise BitnasError(
             f"cannot open storage {mask_url(url)}: {_scrub(str(e), url)}; "

@@ -1,13 +1,17 @@
-"""Many workers on one study: `bitnas worker` on a shared journal file."""
+"""Many workers on one study: `bitnas worker` on a shared journal file and on PostgreSQL."""
 
+import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from bitnas.search.storage import mask_url
 from tests.conftest import TINY_SPEC, run_bitnas
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -33,14 +37,13 @@ def _study(url):
     return optuna.load_study(study_name="tiny", storage=open_storage(url, must_exist=True))
 
 
-def test_two_workers_share_the_budget(tmp_path):
-    spec = _spec(tmp_path / "s.toml", trials=12, slow=True)  # slow enough that both take part
-    url = f"journal:///{tmp_path / 'study.log'}"
-    procs = [_worker(spec, url, tmp_path / "run") for _ in range(2)]
+def _two_workers_share_the_budget(url, out):
+    spec = _spec(out / "s.toml", trials=12, slow=True)  # slow enough that both take part
+    procs = [_worker(spec, url, out / "run") for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err
-        assert "worker done" in out
+    for p, (stdout, stderr) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, stderr
+        assert "worker done" in stdout
     study = _study(url)
     finished = study.get_trials(states=FINISHED)
     assert 12 <= len(finished) <= 13  # at most one trial of overshoot per extra worker
@@ -54,6 +57,44 @@ def test_two_workers_share_the_budget(tmp_path):
     a, b = by_worker.values()
     assert sum(p in a for p in b) < len(b) / 2
     assert len(study.user_attrs["bitnas_identity"]) > 0  # one study, created once
+    return outs
+
+
+def test_two_workers_share_the_budget(tmp_path):
+    _two_workers_share_the_budget(f"journal:///{tmp_path / 'study.log'}", tmp_path)
+
+
+#: the server scripts/postgres-up.sh starts (`make test` runs it); the role may create databases
+PG_URL = os.environ.get("BITNAS_TEST_POSTGRES", "postgresql://bitnas:bitnas@127.0.0.1:5432/bitnas_test")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the test server, dropped afterwards; skips when there is none."""
+    psycopg = pytest.importorskip("psycopg", reason="no psycopg: pip install 'bitnas[postgres]'")
+    head, _, db = PG_URL.rpartition("/")
+    conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+    except psycopg.Error as e:
+        pytest.skip(f"no PostgreSQL server at {mask_url(PG_URL)} ({str(e).strip().splitlines()[0]}); "
+                    "`make test` starts one with scripts/postgres-up.sh (needs root), or set "
+                    "BITNAS_TEST_POSTGRES to a server whose role may create databases")
+    name = f"bitnas_w_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"{head}/{name}"
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_two_workers_share_the_budget_on_postgresql(tmp_path, postgres_url):
+    outs = _two_workers_share_the_budget(postgres_url, tmp_path)
+    password = postgres_url.partition("://")[2].partition("@")[0].partition(":")[2]
+    for stdout, stderr in outs:  # the URL is echoed, its password never
+        assert "***@" in stdout
+        assert f":{password}@" not in stdout + stderr
 
 
 def test_a_killed_worker_s_trial_is_retried(tmp_path):

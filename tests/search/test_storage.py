@@ -54,3 +54,19 @@ def test_journal_urls_follow_sqlalchemy_s_slashes(tmp_path, monkeypatch):
     assert (tmp_path / "rel").is_dir()
     with pytest.raises(BitnasError, match="names a file"):
         open_storage("journal:///")
+
+
+def test_postgresql_urls_without_a_driver_use_psycopg_3(monkeypatch):
+    import importlib.util
+
+    from bitnas.search import storage
+
+    have = {"psycopg"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in have else None)
+    assert storage._with_driver("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert storage._with_driver("postgresql+psycopg2://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
+    have.add("psycopg2")  # SQLAlchemy's default driver is there: leave the URL alone
+    assert storage._with_driver("postgresql://u:p@h/db") == "postgresql://u:p@h/db"
+    have.clear()
+    with pytest.raises(BitnasError, match=r"pip install 'bitnas\[postgres\]'"):
+        open_storage("postgresql://u:secret@h/db")
