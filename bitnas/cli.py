@@ -46,6 +46,10 @@ def _open_existing(target: str, study_name: str | None):
     return study, spec_of(study), url
 
 
+STRATEGY_HELP = ("override [study] strategy: tpe, nsga2, nsga3, gp, random, uniform, ilp or "
+                 "sensitivity-guided (see `bitnas list`)")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from bitnas.search.study import run_search, summary
     from bitnas.spec import load_spec
@@ -65,11 +69,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from bitnas.search.study import finished_trials, run_search
     from bitnas.spec import load_spec
 
-    spec = load_spec(_spec_path(args.spec)).replace(trials=args.trials)
+    spec = load_spec(_spec_path(args.spec)).replace(trials=args.trials, sampler=args.sampler)
     if args.storage.startswith("sqlite:"):
         print("bitnas: warning: SQLite is for one process at a time; for several workers use "
               "journal:///path/study.log (one machine or a shared filesystem) or postgresql://...",
               file=sys.stderr)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BitnasError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     log = _progress_log(args)
     result = run_search(spec, out, storage_url=args.storage, log=log, export=False, shared=True)
@@ -187,10 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "journal:////abs.log")
     s.add_argument("--out", help="run directory (default: runs/<study name>)")
     s.add_argument("--seed", type=int, help="override [study] seed")
-    s.add_argument("--strategy", "--sampler", dest="sampler",
-                   help="override [study] strategy: tpe, nsga2, nsga3, gp, random, uniform, ilp or "
-                        "sensitivity-guided "
-                        "(see `bitnas list`)")
+    s.add_argument("--strategy", "--sampler", dest="sampler", help=STRATEGY_HELP)
     s.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     s.set_defaults(func=cmd_search)
 
@@ -206,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--storage", required=True, help="the shared Optuna storage URL")
     wk.add_argument("--trials", type=int, help="the study's total budget of finished trials")
     wk.add_argument("--out", help="directory for the FP-model cache (default: runs/<study name>)")
+    wk.add_argument("--strategy", "--sampler", dest="sampler", help=STRATEGY_HELP)
+    wk.add_argument("--threads", type=int,
+                    help="torch threads for this worker (default: torch's, one per core). With N "
+                         "workers on one machine give each cores/N: workers that each use every "
+                         "core slow each other down several times over")
     wk.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     wk.set_defaults(func=cmd_worker)
 
