@@ -100,3 +100,10 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("bitnas: error: unknown space")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_worker_threads_must_be_positive(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.toml")
+    _one_line_error(capsys, ["worker", str(spec), "--storage", f"journal:///{tmp_path / 'j.log'}",
+                             "--threads", "0"], "--threads must be at least 1")
+    assert not (tmp_path / "j.log").exists()

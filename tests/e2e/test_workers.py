@@ -131,7 +131,8 @@ def test_a_killed_worker_s_trial_is_retried(tmp_path):
 
 def test_sqlite_workers_get_a_warning(tmp_path):
     spec = _spec(tmp_path / "s.toml", trials=2)
-    p = run_bitnas("worker", str(spec), "--storage", f"sqlite:///{tmp_path / 's.db'}", "--quiet",
-                   "--out", str(tmp_path / "run"))
+    p = run_bitnas("worker", str(spec), "--storage", f"sqlite:///{tmp_path / 's.db'}",
+                   "--out", str(tmp_path / "run"), "--threads", "1", "--strategy", "tpe")
     assert p.returncode == 0, p.stderr
     assert "SQLite is for one process" in p.stderr
+    assert "sampler tpe" in p.stderr + p.stdout
