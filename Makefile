@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bitnas-installed
 
-.PHONY: demo test test-slow lint bench bench-workers clean
+.PHONY: demo test test-slow lint bench bench-workers bench-fidelity clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bitnas needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -32,6 +32,9 @@ bench: $(STAMP)
 
 bench-workers: $(STAMP)
 	$(BIN)/python benchmarks/bench_workers.py
+
+bench-fidelity: $(STAMP)
+	$(BIN)/python benchmarks/bench_fidelity.py --seeds 0 1
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

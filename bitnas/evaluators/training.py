@@ -25,7 +25,7 @@ from bitnas.errors import BitnasError
 from bitnas.evaluators.base import Split
 
 CACHE_VERSION = 2
-QAT_MODES = ("off", "always", "when_broken")
+QAT_MODES = ("off", "always", "when_broken", "promote")
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,14 @@ class TrainConfig:
     batch_size: int = 64
     weight_decay: float = 0.0
     calib_batches: int = 4
-    qat: str = "off"  # "off" | "always" | "when_broken" (PTQ lost more than qat_threshold)
+    #: "off" | "always" | "when_broken" (PTQ lost more than qat_threshold) | "promote"
+    #: (multi-fidelity: QAT only where PTQ, given promote_margin more accuracy, would
+    #: not be dominated by the study's current front)
+    qat: str = "off"
     qat_epochs: int = 2
     qat_lr: float = 5e-4
     qat_threshold: float = 0.02
+    promote_margin: float = 0.01
 
     #: the fields FP training depends on (the FP cache key); the rest concern QAT
     FP_FIELDS = ("epochs", "lr", "batch_size", "weight_decay")
@@ -48,9 +52,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.qat not in QAT_MODES:
             raise BitnasError(f"task.qat = {self.qat!r}; use one of: {', '.join(QAT_MODES)}")
-        v = self.qat_threshold
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
-            raise BitnasError(f"task.qat_threshold must be an accuracy drop in 0..1, got {v!r}")
+        for name in ("qat_threshold", "promote_margin"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise BitnasError(f"task.{name} must be an accuracy difference in 0..1, got {v!r}")
         for name in ("epochs", "batch_size", "calib_batches", "qat_epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -94,10 +94,10 @@ def _avg_bits(plan: QuantPlan, ctx: SearchContext, cand: Candidate) -> float:
 def _row(ctx: SearchContext, trial: FrozenTrial | None, cand: Candidate, fp: dict[str, Any],
          snn45nm) -> dict[str, Any]:
     """Rebuild one candidate, measure it again and cost it under both energy models."""
-    qmodel, metrics, _ = ctx.prepared(cand)
+    stored = trial.user_attrs.get("metrics", {}) if trial is not None else {}
+    qmodel, metrics, _ = ctx.prepared(cand, qat=bool(stored["qat"]) if "qat" in stored else None)
     loihi = ctx.measured_cost(cand, qmodel)
     snn = ctx.measured_cost(cand, qmodel, hardware=snn45nm)
-    stored = trial.user_attrs.get("metrics", {}) if trial is not None else {}
     return {
         "trial": None if trial is None else trial.number,
         "plan": cand.plan.to_dict(),

@@ -123,6 +123,28 @@ def run_strategy(name: str, seed: int, budget: int, ctx: SearchContext, groups: 
     return [list(t.values) for t in study.trials if t.values is not None], per_trial
 
 
+def trial_overhead(ctx: SearchContext, n: int, out_dir: Path) -> dict[str, float]:
+    """Seconds per trial of ``n`` real bitnas trials (random strategy, FP model cached, a
+    fresh SQLite study), split into evaluation, cost model and framework: everything
+    else between the first trial's start and the last one's end (Optuna's storage and
+    sampler, and bitnas's own bookkeeping)."""
+    from bitnas.search.study import run_search
+
+    db = out_dir / "overhead.db"
+    db.unlink(missing_ok=True)
+    spec = ctx.spec.replace(trials=n, sampler="random", name="bench-overhead")
+    result = run_search(spec, out_dir, storage_url=f"sqlite:///{db}", ctx=ctx, log=lambda m: None,
+                        export=False)
+    trials = [t for t in result.study.trials if t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    timing = [t.user_attrs["timing_s"] for t in trials]
+    evaluation = sum(x.get("eval_s", 0.0) + x.get("fp_train_s", 0.0) for x in timing) / len(trials)
+    cost = sum(x["cost_s"] for x in timing) / len(trials)
+    total = span / len(trials)
+    return {"trials": len(trials), "total_s": total, "eval_s": evaluation, "cost_s": cost,
+            "framework_s": total - evaluation - cost}
+
+
 def run(out_dir: Path, *, quick: bool = False, log: Log = print,
         strategies: Sequence[str] = STRATEGY_NAMES, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole bench; writes bench.json, bench.md and bench.png into ``out_dir``.
@@ -176,6 +198,11 @@ def run(out_dir: Path, *, quick: bool = False, log: Log = print,
             f"min={min(results[name][top]):.4f} "
             + " ".join(f"@{b}={statistics.median(r):.3f}" for b, r in results[name].items()))
 
+    per_trial = trial_overhead(ctx, cfg.get("overhead_trials", 8 if quick else 20), out_dir)
+    pt = per_trial
+    log(f"bench: per real trial {pt['total_s']:.3f} s = evaluation {pt['eval_s']:.3f} s "
+        f"+ cost model {pt['cost_s'] * 1e3:.2f} ms + framework {pt['framework_s'] * 1e3:.1f} ms "
+        f"(framework_ratio={pt['framework_s'] / pt['eval_s']:.3f} of evaluation)")
     eval_s = statistics.mean(table["eval_s"]) if table["eval_s"] else float("nan")
     cost_s = statistics.mean(table["cost_s"]) if table["cost_s"] else float("nan")
     report = {
@@ -185,6 +212,7 @@ def run(out_dir: Path, *, quick: bool = False, log: Log = print,
         "eval_s_per_plan": eval_s, "cost_model_s_per_plan": cost_s,
         "cost_model_plans_per_s": 1 / cost_s if cost_s else None,
         "sampler_s_per_trial": overhead,
+        "real_trial_s": per_trial,
         "hv_history": histories,  # median ratio after each trial, at the largest budget
     }
     atomic_write(out_dir / "bench.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
@@ -214,6 +242,13 @@ def format_report(r: dict[str, Any]) -> str:
         f"Per evaluated plan: PTQ + spike counting {r['eval_s_per_plan']:.3f} s; cost model "
         f"{r['cost_model_s_per_plan'] * 1e3:.3f} ms ({r['cost_model_plans_per_s']:.0f} plans/s).",
     ]
+    if "real_trial_s" in r:
+        t = r["real_trial_s"]
+        lines.append(
+            f"A real bitnas trial ({t['trials']} trials, random strategy, FP model cached, SQLite): "
+            f"{t['total_s']:.3f} s = evaluation {t['eval_s']:.3f} s + cost model {t['cost_s'] * 1e3:.2f} ms "
+            f"+ framework {t['framework_s'] * 1e3:.1f} ms ({100 * t['framework_s'] / t['eval_s']:.1f} % of "
+            "evaluation; Optuna's storage and sampler and bitnas's bookkeeping).")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,6 +21,9 @@ from bitnas.hardware_models.workload import neuron_state_elems, with_state
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import HARDWARE, SPACES, TASKS
 from bitnas.spec import StudySpec
+
+#: multi-fidelity: given the PTQ model and its validation metrics, whether to fine-tune it
+Promote = Callable[[nn.Module, dict[str, float]], bool]
 
 #: validation samples whose spikes are counted for activity-based cost models
 ACTIVITY_SAMPLES = 64
@@ -107,25 +111,33 @@ class SearchContext:
         groups, _ = self.structure(cand)
         return ptq(model, plan or cand.plan, groups, self.calib, self.space.neuron_groups(model))
 
-    def prepared(self, cand: Candidate) -> tuple[nn.Module, dict[str, float], float | None]:
+    def prepared(self, cand: Candidate, *, promote: Promote | None = None, qat: bool | None = None
+                 ) -> tuple[nn.Module, dict[str, float], float | None]:
         """(quantized model, its metrics, seconds of FP training or None if cached).
 
-        PTQ first; with ``task.qat`` the model is then fine-tuned (always, or when PTQ
-        lost more than ``qat_threshold``), and the metrics are those after QAT.
+        PTQ first; with ``task.qat`` the model is then fine-tuned (always, when PTQ lost
+        more than ``qat_threshold``, or, for ``promote``, when ``promote(model, PTQ
+        metrics)`` says so), and the metrics are those after QAT, with the PTQ accuracy
+        kept as ``ptq_accuracy`` and ``qat`` = 1. ``qat`` overrides the decision (a
+        rebuild repeats the one stored on the trial).
         """
         model, train_s = self.fp_model(cand)
         qmodel = self.quantized(cand, model=model)
         cfg = self.train_cfg
-        if cfg.qat == "off":
+        if cfg.qat == "off" and qat is None:
             return qmodel, self.evaluator.evaluate(qmodel), train_s
         ptq = self.evaluator.evaluate(qmodel, splits=("val",))  # the test split only if final
-        if cfg.qat == "always" or (cfg.qat == "when_broken" and self.fp_metrics(cand)["accuracy"]
-                                   - ptq["accuracy"] > cfg.qat_threshold):
+        if qat is None:
+            qat = {"always": lambda: True,
+                   "when_broken": lambda: self.fp_metrics(cand)["accuracy"] - ptq["accuracy"]
+                   > cfg.qat_threshold,
+                   "promote": lambda: promote is None or promote(qmodel, ptq)}[cfg.qat]()
+        if qat:
             train_fp(qmodel, self.data.train, cfg, self.spec.seed, epochs=cfg.qat_epochs,
                      lr=cfg.qat_lr)
             return qmodel, {**self.evaluator.evaluate(qmodel), "ptq_accuracy": ptq["accuracy"],
                             "qat": 1.0}, train_s
-        return qmodel, {**ptq, **self.evaluator.evaluate(qmodel, splits=("test",))}, train_s
+        return qmodel, {**ptq, **self.evaluator.evaluate(qmodel, splits=("test",)), "qat": 0.0}, train_s
 
     def measured_cost(self, cand: Candidate, model: nn.Module, hardware=None,
                       plan: QuantPlan | None = None) -> Cost:
@@ -139,15 +151,17 @@ class SearchContext:
             return self.cost(cand, workload)
         return hardware.cost(workload, plan or cand.plan)
 
-    def evaluate(self, cand: Candidate) -> tuple[dict[str, float], dict[str, float], Cost]:
-        """(metrics, timing in seconds, cost) of the candidate after PTQ (and QAT if asked).
+    def evaluate(self, cand: Candidate, *, promote: Promote | None = None, qat: bool | None = None
+                 ) -> tuple[dict[str, float], dict[str, float], Cost]:
+        """(metrics, timing in seconds, cost) of the candidate after PTQ (and QAT if asked;
+        ``promote`` and ``qat`` as in :meth:`prepared`).
 
         For a hardware model that charges spikes, the cost uses the spike rates
         measured on this quantized model over a fixed validation batch; otherwise it
         is the static cost.
         """
         start = time.perf_counter()
-        qmodel, metrics, train_s = self.prepared(cand)
+        qmodel, metrics, train_s = self.prepared(cand, promote=promote, qat=qat)
         cost = self.measured_cost(cand, qmodel)
         total = time.perf_counter() - start
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost

@@ -15,10 +15,14 @@ import time
 from collections.abc import Iterator, Sequence
 
 import optuna
+from optuna.trial import TrialState
+from torch import nn
 
 from bitnas.hardware_models import Cost
-from bitnas.plan import candidate_key
-from bitnas.search.context import SearchContext
+from bitnas.hardware_models.base import COST_FIELDS
+from bitnas.plan import Candidate, candidate_key
+from bitnas.search.context import Promote, SearchContext
+from bitnas.search.pareto import dominates, is_feasible
 from bitnas.spec import Objective
 
 
@@ -84,12 +88,13 @@ class SearchObjective:
                  done: Sequence[optuna.trial.FrozenTrial] = ()) -> None:
         self.ctx = ctx
         self.objectives = list(objectives)
+        self.directions = [o.direction for o in self.objectives]
         self.interrupts = Interrupts()
         self.worker = worker_id()
         # canonical candidate -> (first trial that evaluated it, its metrics, its cost)
         self.seen: dict[str, tuple[int, dict[str, float], Cost]] = {}
         for t in done:
-            if t.state == optuna.trial.TrialState.COMPLETE and "metrics" in t.user_attrs:
+            if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
                 key = candidate_key(t.user_attrs["candidate"])
                 self.seen.setdefault(key, (t.number, t.user_attrs["metrics"],
                                            Cost.from_dict(t.user_attrs["cost"])))
@@ -129,7 +134,8 @@ class SearchObjective:
             timing = {**base, "fp_train_s": 0.0, "eval_s": 0.0}
             trial.set_user_attr("duplicate_of", earlier)
         else:
-            metrics, timing, cost = self.ctx.evaluate(cand)
+            promote = self._promoter(trial, cand) if self.ctx.train_cfg.qat == "promote" else None
+            metrics, timing, cost = self.ctx.evaluate(cand, promote=promote)
             timing = {**base, **timing}
             self.seen[key] = (trial.number, metrics, cost)
         for key_ in deferred:
@@ -139,7 +145,31 @@ class SearchObjective:
             trial.set_user_attr("cost", cost.to_dict())
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("timing_s", timing)
-        return [
-            float(metrics[o.name]) if o.name in metrics else cost.value(o.name)
-            for o in self.objectives
-        ]
+        return self._values(metrics, cost)
+
+    def _values(self, metrics: dict[str, float], cost: Cost) -> list[float]:
+        return [float(metrics[o.name]) if o.name in metrics else cost.value(o.name)
+                for o in self.objectives]
+
+    def _promoter(self, trial: optuna.trial.Trial, cand: Candidate) -> Promote:
+        """Multi-fidelity (``task.qat = "promote"``): PTQ is the cheap fidelity, PTQ + QAT
+        the expensive one. A candidate is promoted when its PTQ result, with each metric
+        objective (accuracy) ``promote_margin`` better, is not dominated by any feasible
+        finished trial of the study; cost objectives count as measured on the PTQ model.
+        The PTQ objective values and the decision are stored as user attr ``fidelity``."""
+        margin = self.ctx.train_cfg.promote_margin
+
+        def promote(qmodel: nn.Module, ptq: dict[str, float]) -> bool:
+            low = self._values(ptq, self.ctx.measured_cost(cand, qmodel))
+            optimistic = [v if o.name in COST_FIELDS else v + (margin if o.direction == "maximize"
+                                                                 else -margin)
+                          for v, o in zip(low, self.objectives, strict=True)]
+            done = [t.values for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if is_feasible(t)]
+            dominated_by = next((v for v in done if dominates(v, optimistic, self.directions)), None)
+            trial.set_user_attr("fidelity", {
+                "low_values": low, "promoted": dominated_by is None, "margin": margin,
+                "compared_with": len(done)})
+            return dominated_by is None
+
+        return promote

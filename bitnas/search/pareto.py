@@ -53,6 +53,13 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` in every objective and better in one."""
+    sign = [1.0 if d == "minimize" else -1.0 for d in directions]
+    pairs = [(s * x, s * y) for s, x, y in zip(sign, a, b, strict=True)]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
 def objective_value(trial: FrozenTrial, objective: Objective, index: int) -> float | None:
     """The objective's value: the stored value if evaluated, else the cost (infeasible trials)."""
     if trial.state == TrialState.COMPLETE:

@@ -38,6 +38,9 @@ def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
     if cand != stored:
         raise BitnasError(f"trial {number}: its params rebuild {cand.to_json()}, "
                           f"but it stored {stored.to_json()}; the space code has changed")
-    metrics, _, cost = ctx.evaluate(cand)
+    stored_metrics = trial.user_attrs.get("metrics", {})
+    # the QAT decision as taken in the search (for qat = "promote" it depended on the front then)
+    qat = bool(stored_metrics["qat"]) if "qat" in stored_metrics else None
+    metrics, _, cost = ctx.evaluate(cand, qat=qat)
     return {"candidate": cand, "metrics": metrics, "state": trial.state.name,
-            "stored_metrics": trial.user_attrs.get("metrics", {}), "cost": cost}
+            "stored_metrics": stored_metrics, "cost": cost}

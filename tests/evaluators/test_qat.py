@@ -36,10 +36,10 @@ def test_when_broken_leaves_a_healthy_plan_alone():
     ctx = _ctx(qat="when_broken", qat_threshold=0.02)
     healthy = Candidate(ARCH, QuantPlan.uniform(["conv0", "conv1", "fc"], 8), "cnn")
     metrics, _, _ = ctx.evaluate(healthy)
-    assert set(metrics) == {"accuracy", "test_accuracy"}
+    assert set(metrics) == {"accuracy", "test_accuracy", "qat"} and metrics["qat"] == 0.0
     # the same figures as without QAT configured: PTQ's validation and test accuracy
     plain = _ctx(qat="off").evaluate(healthy)[0]
-    assert metrics == plain
+    assert metrics == {**plain, "qat": 0.0}
     broken = Candidate(ARCH, QuantPlan.uniform(["conv0", "conv1", "fc"], 1), "cnn")
     fixed = ctx.evaluate(broken)[0]
     assert set(fixed) == {"accuracy", "test_accuracy", "ptq_accuracy", "qat"} and fixed["qat"] == 1.0
@@ -49,6 +49,7 @@ def test_when_broken_leaves_a_healthy_plan_alone():
 
 @pytest.mark.parametrize("kw,message", [({"qat": "sometimes"}, "task.qat = 'sometimes'"),
                                         ({"qat_threshold": 2}, "task.qat_threshold"),
+                                        ({"promote_margin": -0.1}, "task.promote_margin"),
                                         ({"qat_epochs": 0}, "task.qat_epochs")])
 def test_bad_qat_settings(kw, message):
     with pytest.raises(BitnasError, match=message):

@@ -14,6 +14,7 @@ TINY = {
     "task": {"bins": 4, "epochs": 2},
     "budgets": (5, 12),
     "seeds": 2,
+    "overhead_trials": 4,
 }
 
 
@@ -52,3 +53,14 @@ def test_ratios_are_bounded_by_the_true_front(tiny_bench):
         assert len(curve) == 12 and all(b >= a - 1e-12 for a, b in zip(curve, curve[1:], strict=False))
         assert curve[-1] == pytest.approx(statistics.median(report["hv_ratio"][name]["12"]))
     assert (out / "bench.png").stat().st_size > 0 and "| ilp |" in bench.format_report(report)
+
+
+def test_a_real_trial_s_time_is_split(tiny_bench):
+    _, report, logs = tiny_bench
+    t = report["real_trial_s"]
+    assert t["trials"] == 4
+    assert t["eval_s"] > 0 and t["cost_s"] > 0 and t["framework_s"] > 0
+    assert t["total_s"] == pytest.approx(t["eval_s"] + t["cost_s"] + t["framework_s"])
+    assert t["eval_s"] < t["total_s"]
+    assert any("framework_ratio=" in m for m in logs)
+    assert "framework" in bench.format_report(report)
