@@ -30,6 +30,15 @@ def choice_list(value: Any, field: str, *, kind: type = int, minimum: int | None
     return tuple(values)
 
 
+def choose(trial: optuna.trial.BaseTrial, name: str, choices: Sequence[Any]) -> Any:
+    """``trial.suggest_categorical(name, choices)``, except that a knob with one choice is
+    not asked: it is no search dimension, and every stored param costs a storage write
+    (a Spikformer plan has about 40 knobs, most of them fixed). A stored trial's params
+    therefore hold the searched knobs only; FixedTrial rebuilds ignore any others."""
+    choices = tuple(choices)
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+
+
 class PrecisionChoices:
     """The bits and schemes a layer group may take; one Optuna parameter each."""
 
@@ -68,9 +77,9 @@ class PrecisionChoices:
 
     def suggest(self, trial: optuna.trial.BaseTrial, group: str) -> LayerQuant:
         return LayerQuant(
-            w_bits=trial.suggest_categorical(f"{group}.w_bits", self.group_w_bits.get(group, self.w_bits)),
-            a_bits=trial.suggest_categorical(f"{group}.a_bits", self.a_bits),
-            quantizer=trial.suggest_categorical(f"{group}.quantizer", self.quantizers),
+            w_bits=choose(trial, f"{group}.w_bits", self.group_w_bits.get(group, self.w_bits)),
+            a_bits=choose(trial, f"{group}.a_bits", self.a_bits),
+            quantizer=choose(trial, f"{group}.quantizer", self.quantizers),
         )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from bitnas.errors import BitnasError
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import SPACES
-from bitnas.spaces.base import PrecisionChoices, SearchSpace, choice_list
+from bitnas.spaces.base import PrecisionChoices, SearchSpace, choice_list, choose
 
 
 @SPACES.register("cnn")
@@ -49,9 +49,9 @@ class CNNSpace(SearchSpace):
         return [f"conv{i}" for i in range(depth)] + ["fc"]
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Candidate:
-        depth = trial.suggest_categorical("depth", self.depth)
-        widths = [trial.suggest_categorical(f"width{i}", self.widths) for i in range(depth)]
-        kernel = trial.suggest_categorical("kernel_size", self.kernel_size)
+        depth = choose(trial, "depth", self.depth)
+        widths = [choose(trial, f"width{i}", self.widths) for i in range(depth)]
+        kernel = choose(trial, "kernel_size", self.kernel_size)
         arch = {"depth": depth, "widths": widths, "kernel_size": kernel}
         plan = QuantPlan({g: self.precision.suggest(trial, g) for g in self.group_names(depth)})
         return Candidate(arch=arch, plan=plan, space=self.name)

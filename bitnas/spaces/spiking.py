@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from bitnas.errors import BitnasError
 from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan, check_bits
 from bitnas.registry import SPACES
-from bitnas.spaces.base import PrecisionChoices, SearchSpace, choice_list
+from bitnas.spaces.base import PrecisionChoices, SearchSpace, choice_list, choose
 
 ENCODINGS = ("direct", "rate")
 
@@ -132,18 +132,18 @@ class _SpikingSpace(SearchSpace):
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Candidate:
         arch = {
-            "time_steps": trial.suggest_categorical("time_steps", self.time_steps),
-            "embed_dims": trial.suggest_categorical("embed_dims", self.embed_dims),
-            "depth": trial.suggest_categorical("depth", self.depth),
-            "heads": trial.suggest_categorical("heads", self.heads),
-            "mlp_ratio": trial.suggest_categorical("mlp_ratio", self.mlp_ratio),
+            "time_steps": choose(trial, "time_steps", self.time_steps),
+            "embed_dims": choose(trial, "embed_dims", self.embed_dims),
+            "depth": choose(trial, "depth", self.depth),
+            "heads": choose(trial, "heads", self.heads),
+            "mlp_ratio": choose(trial, "mlp_ratio", self.mlp_ratio),
         }
         layers = {}
         owners = {g for g, names in self._neurons(arch["depth"]).items() if names}
         for g in self.group_names(arch["depth"]):
             lq = self.precision.suggest(trial, g)
             # membrane bits only where the group owns neurons: elsewhere they change nothing
-            v_bits = trial.suggest_categorical(f"{g}.v_bits", self.v_bits) if g in owners else FLOAT_BITS
+            v_bits = choose(trial, f"{g}.v_bits", self.v_bits) if g in owners else FLOAT_BITS
             layers[g] = type(lq)(lq.w_bits, lq.a_bits, lq.quantizer, v_bits)
         return Candidate(arch=arch, plan=QuantPlan(layers), space=self.name)
 
