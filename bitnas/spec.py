@@ -42,6 +42,8 @@ from bitnas.hardware_models.base import COST_FIELDS
 from bitnas.registry import HARDWARE, SPACES, STRATEGIES, TASKS, load_builtins
 
 SECTIONS = ("study", "space", "task", "hardware", "objectives", "constraints")
+#: the strategy of a spec that names none: ILP warm start, then GP, then TPE (`bitnas bench`)
+DEFAULT_STRATEGY = "sensitivity-guided"
 STUDY_KEYS = ("name", "trials", "seed", "storage", "strategy", "sampler", "directions")
 DIRECTIONS = ("maximize", "minimize")
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -74,7 +76,7 @@ class StudySpec:
     objectives: tuple[Objective, ...]
     seed: int = 0
     storage: str | None = None
-    sampler: str = "tpe"
+    sampler: str = DEFAULT_STRATEGY
     constraints: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -239,7 +241,7 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     if "strategy" in study and "sampler" in study and study["strategy"] != study["sampler"]:
         raise SpecError("study.strategy and study.sampler name the same thing; give only strategy")
     key = "strategy" if "strategy" in study else "sampler"
-    sampler = study.get(key, "tpe")
+    sampler = study.get(key, DEFAULT_STRATEGY)
     if not isinstance(sampler, str):
         raise SpecError(f"study.{key} must be a name, got {sampler!r}")
     STRATEGIES.check(sampler, f"study.{key}")

@@ -193,11 +193,55 @@ def ilp(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
 ilp.warm_start = lambda ctx, spec, n_trials, log: ilp_params(ctx, spec, n_trials, log)
 
 
+class HandoffSampler(optuna.samplers.BaseSampler):
+    """``first`` proposes until the study has ``switch_at`` finished trials, then ``then``.
+
+    Each trial keeps the sampler it started with, whatever finishes meanwhile.
+    """
+
+    def __init__(self, first: optuna.samplers.BaseSampler, then: optuna.samplers.BaseSampler,
+                 switch_at: int) -> None:
+        self.first, self.then, self.switch_at = first, then, switch_at
+        self._by_trial: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def _for(self, study, trial) -> optuna.samplers.BaseSampler:
+        if trial.number not in self._by_trial:
+            done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED)))
+            self._by_trial[trial.number] = self.first if done < self.switch_at else self.then
+        return self._by_trial[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self._for(study, trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self._by_trial.pop(trial.number, self.then).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.first.reseed_rng()
+        self.then.reseed_rng()
+
+
+#: sensitivity-guided: the share of the budget given to the ILP's front, and the number of
+#: finished trials after which the GP hands over to TPE (whose proposals stay cheap)
+ILP_SHARE, GP_TRIALS = 1 / 3, 100
+
+
 @STRATEGIES.register("sensitivity-guided")
 def sensitivity_guided(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    """The ILP's front first (a quarter of the budget), then multivariate TPE refines it."""
-    return tpe(seed=seed, n_trials=n_trials)
+    """The ILP's front first (a third of the budget), then Gaussian-process BO refines it;
+    TPE takes over after 100 finished trials."""
+    return HandoffSampler(gp(seed=seed, n_trials=n_trials), tpe(seed=seed, n_trials=n_trials), GP_TRIALS)
 
 
 sensitivity_guided.warm_start = lambda ctx, spec, n_trials, log: ilp_params(
-    ctx, spec, max(4, n_trials // 4), log)
+    ctx, spec, max(4, int(n_trials * ILP_SHARE)), log)

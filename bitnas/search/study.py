@@ -369,7 +369,7 @@ def summary(result: SearchResult, spec: StudySpec) -> str:
         f"{infeasible} infeasible and skipped):",
         format_table(result.records, spec.objectives),
         "",
-        f"per trial: {per_trial:.3f}s = workload {mean('workload_s') * 1e3:.2f}ms + cost model "
+        f"per trial: {per_trial:.3f}s = sampler + workload {mean('workload_s') * 1e3:.2f}ms + cost model "
         f"{mean('cost_s') * 1e3:.2f}ms + FP training "
         f"{mean('fp_train_s'):.3f}s + PTQ eval {mean('eval_s'):.3f}s + framework "
         f"{max(0.0, overhead):.3f}s",

@@ -1,10 +1,11 @@
 """Uniform-precision params: the baselines queued into a study."""
 
+import optuna
 import pytest
 from optuna.trial import FixedTrial
 
 from bitnas.errors import BitnasError
-from bitnas.registry import SPACES, load_builtins
+from bitnas.registry import SPACES, STRATEGIES, load_builtins
 from bitnas.search.strategies import uniform_params
 
 
@@ -118,3 +119,45 @@ def test_workers_joining_together_get_different_sampler_seeds():
     assert _sampler_seed(0, 0) == _sampler_seed(0, 0)  # one process: reproducible
     assert _sampler_seed(0, 0, salt=101) != _sampler_seed(0, 0, salt=102)  # two workers: apart
     assert _sampler_seed(0, 0) != _sampler_seed(0, 5)  # a resumed run: a fresh stream
+
+
+class _Constant(optuna.samplers.BaseSampler):
+    """Proposes ``value`` for every knob, and counts the trials it saw finish."""
+
+    def __init__(self, value):
+        self.value, self.finished = value, 0
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.value
+
+    def after_trial(self, study, trial, state, values):
+        self.finished += 1
+
+
+def test_handoff_sampler_switches_after_n_finished_trials():
+    from bitnas.search.strategies import HandoffSampler
+
+    first, then = _Constant(1), _Constant(2)
+    study = optuna.create_study(sampler=HandoffSampler(first, then, switch_at=3))
+    early = study.ask()  # started under the first sampler: keeps it, whatever finishes meanwhile
+    study.optimize(lambda t: t.suggest_categorical("x", [1, 2]), n_trials=4)
+    early.suggest_categorical("x", [1, 2])
+    study.tell(early, 0.0)
+    xs = [t.params["x"] for t in sorted(study.trials, key=lambda t: t.number)]
+    assert xs == [1, 1, 1, 1, 2]  # trials 0-3 began with < 3 finished; trial 4 with 3
+    assert (first.finished, then.finished) == (4, 1)
+
+
+def test_sensitivity_guided_is_gp_then_tpe():
+    from bitnas.search.strategies import GP_TRIALS, HandoffSampler
+
+    load_builtins()
+    sampler = STRATEGIES.create("sensitivity-guided", seed=0, n_trials=300)
+    assert isinstance(sampler, HandoffSampler) and sampler.switch_at == GP_TRIALS
+    assert type(sampler.first).__name__ == "GPSampler" and type(sampler.then).__name__ == "TPESampler"
