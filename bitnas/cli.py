@@ -84,8 +84,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     log = _progress_log(args)
     result = run_search(spec, out, storage_url=args.storage, log=log, export=False, shared=True)
     done = len(finished_trials(result.study))
-    print(f"worker done: study {spec.name!r} in {mask_url(args.storage)} has {done}/{spec.trials} "
-          f"finished trials; `bitnas pareto {mask_url(args.storage)}` prints the front")
+    shown = mask_url(args.storage)
+    hint = ("`bitnas pareto <the same storage URL>`" if shown != args.storage
+            else f"`bitnas pareto {shown}`")  # a masked URL would not work if pasted
+    print(f"worker done: study {spec.name!r} in {shown} has {done}/{spec.trials} "
+          f"finished trials; {hint} prints the front")
     return 0
 
 

@@ -137,13 +137,21 @@ class StudySpec:
                                        skip={"input_shape", "num_classes"})},
             "task": {"name": self.task["name"],
                      **_with_defaults(task_cls, self.task_options(), skip=set()),
-                     **asdict(self.train)},
+                     **self._train_identity()},
             "hardware": {"name": self.hardware["name"], **hardware.settings()},
             "objectives": [o.to_dict() for o in self.objectives],
             "constraints": dict(self.constraints),
             "seed": self.seed,
         }
         return json.loads(json.dumps(ident))
+
+    def _train_identity(self) -> dict[str, Any]:
+        """The training settings; ``promote_margin`` only where it decides anything (and
+        so a study made before it existed still resumes)."""
+        train = asdict(self.train)
+        if train["qat"] != "promote":
+            del train["promote_margin"]
+        return train
 
     def replace(self, **changes: Any) -> StudySpec:
         """A copy with [study] fields changed (CLI flags), validated again."""

@@ -3,7 +3,7 @@
 #
 # Installs the distribution's postgresql package when no server is installed, starts
 # the cluster when it is not running, and creates the role and database the tests use:
-#   postgresql+psycopg://bitnas:bitnas@127.0.0.1:5432/bitnas_test
+#   postgresql://bitnas:bitnas@127.0.0.1:${BITNAS_PG_PORT:-5432}/bitnas_test
 # The password is a local test credential, not a secret. Needs root (apt-get, and
 # switching to the postgres user); without it, or on any failure, this prints one line
 # saying why and exits 0, and the PostgreSQL test skips with that reason.
@@ -27,7 +27,8 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
 fi
 
 command -v pg_lsclusters >/dev/null || give_up "postgresql-common (pg_lsclusters) is missing"
-VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)
+# the newest version whose server is installed (a newer client alone may sit beside it)
+VERSION=$(for d in /usr/lib/postgresql/*/bin/postgres; do basename "$(dirname "$(dirname "$d")")"; done | sort -n | tail -1)
 if ! pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main"' | grep -q .; then
     pg_createcluster "$VERSION" main --port "$PORT" >/dev/null || give_up "pg_createcluster failed"
 fi
@@ -39,8 +40,13 @@ fi
 psql_admin() { runuser -u postgres -- psql -p "$CLUSTER_PORT" -qtAX -v ON_ERROR_STOP=1 "$@"; }
 if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$ROLE'")" != 1 ]; then
     psql_admin -c "CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD'" || give_up "could not create role $ROLE"
+else  # an older role may have another password
+    psql_admin -c "ALTER ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD'" || give_up "could not update role $ROLE"
 fi
 if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
     psql_admin -c "CREATE DATABASE $DB OWNER $ROLE" || give_up "could not create database $DB"
 fi
 say "PostgreSQL $VERSION is running on 127.0.0.1:$CLUSTER_PORT (role $ROLE, database $DB)"
+if [ "$CLUSTER_PORT" != "$PORT" ]; then
+    say "the cluster listens on $CLUSTER_PORT, not $PORT: run the tests with BITNAS_PG_PORT=$CLUSTER_PORT"
+fi

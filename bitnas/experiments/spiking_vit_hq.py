@@ -95,7 +95,7 @@ def _row(ctx: SearchContext, trial: FrozenTrial | None, cand: Candidate, fp: dic
          snn45nm) -> dict[str, Any]:
     """Rebuild one candidate, measure it again and cost it under both energy models."""
     stored = trial.user_attrs.get("metrics", {}) if trial is not None else {}
-    qmodel, metrics, _ = ctx.prepared(cand, qat=bool(stored["qat"]) if "qat" in stored else None)
+    qmodel, metrics, _, _ = ctx.prepared(cand, qat=bool(stored["qat"]) if "qat" in stored else None)
     loihi = ctx.measured_cost(cand, qmodel)
     snn = ctx.measured_cost(cand, qmodel, hardware=snn45nm)
     return {

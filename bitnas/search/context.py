@@ -22,8 +22,9 @@ from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import HARDWARE, SPACES, TASKS
 from bitnas.spec import StudySpec
 
-#: multi-fidelity: given the PTQ model and its validation metrics, whether to fine-tune it
-Promote = Callable[[nn.Module, dict[str, float]], bool]
+#: multi-fidelity: given the PTQ model's validation metrics and its measured cost,
+#: whether to fine-tune it
+Promote = Callable[[dict[str, float], Cost], bool]
 
 #: validation samples whose spikes are counted for activity-based cost models
 ACTIVITY_SAMPLES = 64
@@ -112,32 +113,40 @@ class SearchContext:
         return ptq(model, plan or cand.plan, groups, self.calib, self.space.neuron_groups(model))
 
     def prepared(self, cand: Candidate, *, promote: Promote | None = None, qat: bool | None = None
-                 ) -> tuple[nn.Module, dict[str, float], float | None]:
-        """(quantized model, its metrics, seconds of FP training or None if cached).
+                 ) -> tuple[nn.Module, dict[str, float], float | None, Cost | None]:
+        """(quantized model, its metrics, seconds of FP training or None if cached, the
+        PTQ model's measured cost if ``promote`` measured it and no QAT changed the model).
 
         PTQ first; with ``task.qat`` the model is then fine-tuned (always, when PTQ lost
-        more than ``qat_threshold``, or, for ``promote``, when ``promote(model, PTQ
-        metrics)`` says so), and the metrics are those after QAT, with the PTQ accuracy
-        kept as ``ptq_accuracy`` and ``qat`` = 1. ``qat`` overrides the decision (a
-        rebuild repeats the one stored on the trial).
+        more than ``qat_threshold``, or, for ``promote``, when ``promote(PTQ metrics,
+        PTQ cost)`` says so; without a ``promote`` callback, as for the int8 reference,
+        ``promote`` falls back to the ``when_broken`` rule), and the metrics are those
+        after QAT, with the PTQ accuracy kept as ``ptq_accuracy``; ``qat`` records the
+        decision (1 or 0). The argument ``qat`` overrides the decision (a rebuild repeats
+        the one stored on the trial).
         """
         model, train_s = self.fp_model(cand)
         qmodel = self.quantized(cand, model=model)
         cfg = self.train_cfg
         if cfg.qat == "off" and qat is None:
-            return qmodel, self.evaluator.evaluate(qmodel), train_s
+            return qmodel, self.evaluator.evaluate(qmodel), train_s, None
         ptq = self.evaluator.evaluate(qmodel, splits=("val",))  # the test split only if final
+        low_cost = None
         if qat is None:
-            qat = {"always": lambda: True,
-                   "when_broken": lambda: self.fp_metrics(cand)["accuracy"] - ptq["accuracy"]
-                   > cfg.qat_threshold,
-                   "promote": lambda: promote is None or promote(qmodel, ptq)}[cfg.qat]()
+            if cfg.qat == "always":
+                qat = True
+            elif cfg.qat == "promote" and promote is not None:
+                low_cost = self.measured_cost(cand, qmodel)
+                qat = promote(ptq, low_cost)
+            else:  # when_broken, or promote with no front to compare with
+                qat = self.fp_metrics(cand)["accuracy"] - ptq["accuracy"] > cfg.qat_threshold
         if qat:
             train_fp(qmodel, self.data.train, cfg, self.spec.seed, epochs=cfg.qat_epochs,
                      lr=cfg.qat_lr)
             return qmodel, {**self.evaluator.evaluate(qmodel), "ptq_accuracy": ptq["accuracy"],
-                            "qat": 1.0}, train_s
-        return qmodel, {**ptq, **self.evaluator.evaluate(qmodel, splits=("test",)), "qat": 0.0}, train_s
+                            "qat": 1.0}, train_s, None
+        metrics = {**ptq, **self.evaluator.evaluate(qmodel, splits=("test",)), "qat": 0.0}
+        return qmodel, metrics, train_s, low_cost
 
     def measured_cost(self, cand: Candidate, model: nn.Module, hardware=None,
                       plan: QuantPlan | None = None) -> Cost:
@@ -161,8 +170,8 @@ class SearchContext:
         is the static cost.
         """
         start = time.perf_counter()
-        qmodel, metrics, train_s = self.prepared(cand, promote=promote, qat=qat)
-        cost = self.measured_cost(cand, qmodel)
+        qmodel, metrics, train_s, cost = self.prepared(cand, promote=promote, qat=qat)
+        cost = cost or self.measured_cost(cand, qmodel)
         total = time.perf_counter() - start
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost
 

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 
 import optuna
 from optuna.trial import TrialState
-from torch import nn
 
 from bitnas.hardware_models import Cost
 from bitnas.hardware_models.base import COST_FIELDS
@@ -159,8 +158,8 @@ class SearchObjective:
         The PTQ objective values and the decision are stored as user attr ``fidelity``."""
         margin = self.ctx.train_cfg.promote_margin
 
-        def promote(qmodel: nn.Module, ptq: dict[str, float]) -> bool:
-            low = self._values(ptq, self.ctx.measured_cost(cand, qmodel))
+        def promote(ptq: dict[str, float], cost: Cost) -> bool:
+            low = self._values(ptq, cost)
             optimistic = [v if o.name in COST_FIELDS else v + (margin if o.direction == "maximize"
                                                                  else -margin)
                           for v, o in zip(low, self.objectives, strict=True)]

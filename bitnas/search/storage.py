@@ -109,6 +109,7 @@ def _with_driver(url: str) -> str:
     ``postgres`` extra installs psycopg 3, so use that when psycopg2 is absent."""
     if not url.startswith(("postgresql://", "postgres://")):
         return url
+    url = "postgresql://" + url.partition("://")[2]  # SQLAlchemy 2 knows no postgres://
     if importlib.util.find_spec("psycopg2") is not None:
         return url
     if importlib.util.find_spec("psycopg") is None:

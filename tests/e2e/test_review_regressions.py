@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from bitnas.cli import main
 from bitnas.search.study import run_search
-from bitnas.spec import load_spec
+from bitnas.spec import StudySpec, load_spec
 from tests.conftest import write_spec
 from tests.e2e.test_cli_errors import _one_line_error
 
@@ -113,3 +113,18 @@ def test_a_study_whose_creation_was_cut_short_is_recreated(tmp_path):
     result = run_search(spec, tmp_path / "run", log=lambda m: None)
     assert result.study.user_attrs["bitnas_identity"] == spec.identity()
     assert len(result.study.trials) == 1
+
+
+def test_a_study_from_before_promote_margin_existed_still_resumes(tmp_path, capsys):
+    """Identities stored before task.promote_margin was added lack it: it only counts
+    under qat = "promote", so such a study resumes; under promote a change refuses."""
+    spec_path = write_spec(tmp_path / "s.toml", trials=1, epochs=1)
+    assert main(["search", str(spec_path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert "promote_margin" not in study.user_attrs["bitnas_identity"]["task"]
+    assert main(["search", str(spec_path), "--out", str(tmp_path / "run"), "--quiet",
+                 "--trials", "2"]) == 0, capsys.readouterr().err
+    promote = load_spec(spec_path).to_dict()
+    promote["task"].update(qat="promote", promote_margin=0.05)
+    other = dict(promote, task={**promote["task"], "promote_margin": 0.01})
+    assert StudySpec.from_dict(promote).identity() != StudySpec.from_dict(other).identity()

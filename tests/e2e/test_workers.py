@@ -65,7 +65,8 @@ def test_two_workers_share_the_budget(tmp_path):
 
 
 #: the server scripts/postgres-up.sh starts (`make test` runs it); the role may create databases
-PG_URL = os.environ.get("BITNAS_TEST_POSTGRES", "postgresql://bitnas:bitnas@127.0.0.1:5432/bitnas_test")
+PG_URL = os.environ.get("BITNAS_TEST_POSTGRES", "postgresql://bitnas:bitnas@127.0.0.1:"
+                        f"{os.environ.get('BITNAS_PG_PORT', '5432')}/bitnas_test")
 
 
 @pytest.fixture

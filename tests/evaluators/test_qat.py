@@ -54,3 +54,17 @@ def test_when_broken_leaves_a_healthy_plan_alone():
 def test_bad_qat_settings(kw, message):
     with pytest.raises(BitnasError, match=message):
         TrainConfig(**kw)
+
+
+def test_promote_without_a_front_falls_back_to_when_broken():
+    """The int8 reference and other evaluations outside a study have no front to compare
+    with: under qat = "promote" they fine-tune only where PTQ lost over qat_threshold."""
+    ctx = _ctx(qat="promote", qat_threshold=0.02)
+    groups = ["conv0", "conv1", "fc"]
+    assert ctx.evaluate(Candidate(ARCH, QuantPlan.uniform(groups, 8), "cnn"))[0]["qat"] == 0.0
+    assert ctx.evaluate(Candidate(ARCH, QuantPlan.uniform(groups, 1), "cnn"))[0]["qat"] == 1.0
+    # with a callback, its word decides, and the PTQ cost it saw is the one reported
+    seen = []
+    metrics, _, cost = ctx.evaluate(Candidate(ARCH, QuantPlan.uniform(groups, 1), "cnn"),
+                                    promote=lambda ptq, c: seen.append(c) or False)
+    assert metrics["qat"] == 0.0 and seen == [cost]

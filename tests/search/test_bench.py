@@ -14,7 +14,7 @@ TINY = {
     "task": {"bins": 4, "epochs": 2},
     "budgets": (5, 12),
     "seeds": 2,
-    "overhead_trials": 4,
+    "overhead_trials": 8,  # past the ILP's 4 plans: the GP proposes the rest
 }
 
 
@@ -58,9 +58,9 @@ def test_ratios_are_bounded_by_the_true_front(tiny_bench):
 def test_a_real_trial_s_time_is_split(tiny_bench):
     _, report, logs = tiny_bench
     t = report["real_trial_s"]
-    assert t["trials"] == 4
-    assert t["eval_s"] > 0 and t["cost_s"] > 0 and t["framework_s"] > 0
-    assert t["total_s"] == pytest.approx(t["eval_s"] + t["cost_s"] + t["framework_s"])
-    assert t["eval_s"] < t["total_s"] and 0 < t["sampler_s"] < t["framework_s"]
+    assert t["trials"] == 8 and t["strategy"] == "sensitivity-guided"
+    assert t["eval_s"] > 0 and t["cost_s"] > 0
+    # every share is measured inside the span from the first trial's start to the last one's end
+    assert 0 < t["suggest_s"] < t["framework_s"] < t["total_s"] - t["eval_s"]
     assert any("framework_ratio=" in m for m in logs)
     assert "framework" in bench.format_report(report)

@@ -67,6 +67,7 @@ def test_postgresql_urls_without_a_driver_use_psycopg_3(monkeypatch):
     assert storage._with_driver("postgresql+psycopg2://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
     have.add("psycopg2")  # SQLAlchemy's default driver is there: leave the URL alone
     assert storage._with_driver("postgresql://u:p@h/db") == "postgresql://u:p@h/db"
+    assert storage._with_driver("postgres://u:p@h/db") == "postgresql://u:p@h/db"
     have.clear()
     with pytest.raises(BitnasError, match=r"pip install 'bitnas\[postgres\]'"):
         open_storage("postgresql://u:secret@h/db")
