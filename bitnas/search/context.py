@@ -171,7 +171,8 @@ class SearchContext:
         """
         start = time.perf_counter()
         qmodel, metrics, train_s, cost = self.prepared(cand, promote=promote, qat=qat)
-        cost = cost or self.measured_cost(cand, qmodel)
+        if cost is None:  # not measured for a promote decision, or QAT changed the model since
+            cost = self.measured_cost(cand, qmodel)
         total = time.perf_counter() - start
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost
 
