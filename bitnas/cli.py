@@ -107,7 +107,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         best = best_under([member_record(t, spec.objectives) for t in feasible_trials(study)],
                           spec.objectives, bounds)
         if best is None:
-            print(f"no front member of {study.study_name!r} has "
+            print(f"no feasible trial of {study.study_name!r} has "
                   + " and ".join(f"{k} <= {v:g}" for k, v in bounds.items()), file=sys.stderr)
             return 1
         records = [best]
@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--study", help="study name, if the storage holds several")
     pa.add_argument("--json", action="store_true", help="print the records as JSON")
     pa.add_argument("--under", action="append", metavar="FIELD=VALUE",
-                    help="best under a budget: the front member with the best first objective whose "
-                         "FIELD (an objective or cost field) is at most VALUE; repeatable")
+                    help="best under a budget: of all feasible trials, the one with the best first "
+                         "objective whose FIELD (an objective or cost field) is at most VALUE; repeatable")
     pa.set_defaults(func=cmd_pareto)
 
     r = sub.add_parser("rebuild", help="rebuild one trial and measure it again")

@@ -129,7 +129,7 @@ def trial_overhead(ctx: SearchContext, n: int, out_dir: Path, strategy: str = DE
     cached, a fresh SQLite study), split into evaluation, cost model and framework:
     everything else between the first trial's start and the last one's end (the
     sampler's proposals, Optuna's storage, and bitnas's own bookkeeping)."""
-    from bitnas.search.study import run_search
+    from bitnas.search.study import mean_timing, run_search
 
     db = out_dir / "overhead.db"
     db.unlink(missing_ok=True)
@@ -138,12 +138,11 @@ def trial_overhead(ctx: SearchContext, n: int, out_dir: Path, strategy: str = DE
                         export=False)
     trials = [t for t in result.study.trials if t.datetime_complete is not None]
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    timing = [t.user_attrs["timing_s"] for t in trials]
-    evaluation = sum(x.get("eval_s", 0.0) + x.get("fp_train_s", 0.0) for x in timing) / len(trials)
-    cost = sum(x["cost_s"] for x in timing) / len(trials)
+    evaluation = mean_timing(trials, "eval_s") + mean_timing(trials, "fp_train_s")
+    cost = mean_timing(trials, "cost_s")
     # the space's suggest(): the sampler's proposals and Optuna's param writes (the
     # workload itself is cached per architecture)
-    suggest = sum(x.get("workload_s", 0.0) for x in timing) / len(trials)
+    suggest = mean_timing(trials, "workload_s")
     total = span / len(trials)
     return {"trials": len(trials), "strategy": strategy, "total_s": total, "eval_s": evaluation,
             "cost_s": cost, "framework_s": total - evaluation - cost, "suggest_s": suggest}

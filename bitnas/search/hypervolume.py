@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
 from bitnas.hardware_models.base import COST_FIELDS
-from bitnas.search.pareto import is_feasible
+from bitnas.search.pareto import is_feasible, minimising_signs
 from bitnas.spec import Objective, StudySpec
 
 REFERENCE_ATTR = "hv_reference"
@@ -44,7 +44,7 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float],
 
     pts = np.asarray(points, dtype=float).reshape(-1, len(directions))
     ref = np.asarray(reference, dtype=float)
-    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    sign = np.array(minimising_signs(directions))
     pts, ref = pts * sign, ref * sign  # all minimised from here
     pts = pts[np.all(pts < ref, axis=1)]
     if not len(pts):
@@ -117,8 +117,7 @@ def knee(records: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) 
     if not records:
         return None
     vals = np.array([[r["values"][o.name] for o in objectives] for r in records], dtype=float)
-    sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objectives])
-    vals = vals * sign
+    vals = vals * np.array(minimising_signs([o.direction for o in objectives]))
     lo, hi = vals.min(axis=0), vals.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     dist = np.linalg.norm((vals - lo) / span, axis=1)

@@ -53,10 +53,15 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
+def minimising_signs(directions: Sequence[str]) -> list[float]:
+    """1 for a minimised objective, -1 for a maximised one: values multiplied by these
+    are all to be minimised."""
+    return [-1.0 if d == "maximize" else 1.0 for d in directions]
+
+
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """Whether ``a`` is at least as good as ``b`` in every objective and better in one."""
-    sign = [1.0 if d == "minimize" else -1.0 for d in directions]
-    pairs = [(s * x, s * y) for s, x, y in zip(sign, a, b, strict=True)]
+    pairs = [(s * x, s * y) for s, x, y in zip(minimising_signs(directions), a, b, strict=True)]
     return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 

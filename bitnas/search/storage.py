@@ -90,17 +90,15 @@ def _rdb_with_heartbeat(url: str) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
-              "heartbeat_stale_trial_callback": retry}
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+                  "heartbeat_stale_trial_callback": retry}
+        for attempt in range(5):
+            try:
                 return optuna.storages.RDBStorage(url, **kwargs)
-        except Exception as e:
-            if "already exists" not in str(e) or attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+            except Exception as e:
+                if "already exists" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 

@@ -65,8 +65,6 @@ class UniformPrecisionSampler(optuna.samplers.BaseSampler):
         knob = param_name.rpartition(".")[2]
         draws = self._draws.setdefault(trial.number, {})
         choices = getattr(param_distribution, "choices", ())
-        if len(choices) == 1:  # a pinned group (group_w_bits) or a fixed knob: no draw
-            return choices[0]
         if knob not in draws:
             draws[knob] = self._random.sample_independent(study, trial, param_name, param_distribution)
         if draws[knob] in choices:

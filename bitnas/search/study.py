@@ -354,14 +354,19 @@ def export_front(study: optuna.Study, spec: StudySpec, ctx: SearchContext | None
     return records
 
 
+def mean_timing(trials: Sequence[FrozenTrial], key: str) -> float:
+    """Mean seconds of one ``timing_s`` entry over ``trials`` (0 where a trial has none)."""
+    timing = [t.user_attrs.get("timing_s", {}) for t in trials]
+    return float(np.mean([x.get(key, 0.0) for x in timing])) if timing else 0.0
+
+
 def summary(result: SearchResult, spec: StudySpec) -> str:
     """The end-of-run report: the front table and where the time went."""
     trials = result.study.get_trials(deepcopy=False, states=FINISHED)
     infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED)
-    timing = [t.user_attrs.get("timing_s", {}) for t in trials]
     durations = [t.duration.total_seconds() for t in trials if t.duration]
     def mean(key: str) -> float:
-        return float(np.mean([x.get(key, 0.0) for x in timing])) if timing else 0.0
+        return mean_timing(trials, key)
     per_trial = float(np.mean(durations)) if durations else 0.0
     overhead = per_trial - sum(mean(k) for k in ("workload_s", "cost_s", "fp_train_s", "eval_s"))
     lines = [
@@ -371,7 +376,7 @@ def summary(result: SearchResult, spec: StudySpec) -> str:
         "",
         f"per trial: {per_trial:.3f}s = sampler + workload {mean('workload_s') * 1e3:.2f}ms + cost model "
         f"{mean('cost_s') * 1e3:.2f}ms + FP training "
-        f"{mean('fp_train_s'):.3f}s + PTQ eval {mean('eval_s'):.3f}s + framework "
+        f"{mean('fp_train_s'):.3f}s + evaluation (PTQ, QAT) {mean('eval_s'):.3f}s + framework "
         f"{max(0.0, overhead):.3f}s",
         front_hypervolume(result.study, spec.objectives),
         f"wrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png; "
