@@ -93,14 +93,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from bitnas.hardware_models.base import COST_FIELDS
     from bitnas.search.hypervolume import best_under, front_hypervolume, knee, parse_bounds
     from bitnas.search.pareto import feasible_trials, format_table, front_trials, member_record
 
     study, spec, _ = _open_existing(args.run, args.study)
     records = [member_record(t, spec.objectives) for t in front_trials(study)]
     if args.under:
-        fields = list(dict.fromkeys([*(o.name for o in spec.objectives), *COST_FIELDS]))
+        fields = list(dict.fromkeys([*(o.name for o in spec.objectives), *spec.cost_fields]))
         bounds = parse_bounds(args.under, fields)
         # every feasible trial: under a bound on a field that is not an objective, the
         # best one need not be on the front
@@ -149,13 +148,13 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from importlib import import_module
-
-    from bitnas.experiments import REPRODUCIBLE
+    from bitnas.registry import EXPERIMENTS
     from bitnas.search.storage import mask_url
 
-    module = import_module(REPRODUCIBLE[args.experiment])
-    name = module.NAME + ("_quick" if args.quick else "")
+    module = EXPERIMENTS.get(args.experiment)
+    if args.quick and not module.has_quick:
+        raise BitnasError(f"experiment {args.experiment} has no --quick variant; run it without --quick")
+    name = module.name + ("_quick" if args.quick else "")
     out = Path(args.out) if args.out else Path("runs") / name
     log = _progress_log(args)
     report = module.run(out, quick=args.quick, trials=args.trials, storage_url=args.storage, log=log)
@@ -178,13 +177,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bitnas.registry import ALL, load_builtins
+    from bitnas.registry import ALL
 
-    load_builtins()
     for kind, reg in ALL.items():
         print(f"{kind}:")
         for name, desc in reg.describe().items():
-            print(f"  {name:<14} {desc}")
+            origin = reg.origin(name)
+            print(f"  {name:<24} {desc}" + ("" if origin == "bitnas" else f"  [{origin}]"))
     return 0
 
 
@@ -239,10 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--study", help="study name, if the storage holds several")
     r.set_defaults(func=cmd_rebuild)
 
-    from bitnas.experiments import REPRODUCIBLE
-
     rp = sub.add_parser("reproduce", help="run a paper experiment and set its figures beside the paper's")
-    rp.add_argument("experiment", choices=sorted(REPRODUCIBLE), help="the experiment")
+    rp.add_argument("experiment", help="the experiment (see `bitnas list`)")
     rp.add_argument("--quick", action="store_true",
                     help="a reduced version of the same pipeline (minutes, used by the tests)")
     rp.add_argument("--trials", type=int, help="total finished trials (default: the experiment's)")

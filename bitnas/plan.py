@@ -38,6 +38,9 @@ class LayerQuant:
     a_bits: int = 8
     quantizer: str = "uniform"
     v_bits: int = FLOAT_BITS  # membrane potential of the group's spiking neurons; 32 = float
+    #: the quantizer's options for this group (its typed config, as plain values): the spec's
+    #: [quantizers.NAME] table, or the group's searched value of an option
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "w_bits")
@@ -47,24 +50,46 @@ class LayerQuant:
             raise BitnasError("v_bits = 1 cannot hold a membrane potential; use 2..16 or 32")
         if not isinstance(self.quantizer, str) or not self.quantizer:
             raise BitnasError(f"quantizer must be a non-empty name, got {self.quantizer!r}")
+        if not isinstance(self.options, Mapping):
+            raise BitnasError(f"quantizer options must be a table, got {self.options!r}")
+        for k, v in self.options.items():
+            if not isinstance(k, str) or not isinstance(v, bool | int | float | str):
+                raise BitnasError(f"quantizer option {k!r} = {v!r}: options are plain numbers, "
+                                  "booleans or strings")
+        object.__setattr__(self, "options", MappingProxyType(dict(sorted(self.options.items()))))
+
+    def __hash__(self) -> int:
+        return hash((self.w_bits, self.a_bits, self.quantizer, self.v_bits,
+                     tuple(self.options.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LayerQuant) and self.to_dict() == other.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict; ``v_bits`` appears only when the membrane is quantized."""
+        """Plain dict; ``v_bits`` appears only when the membrane is quantized, ``options``
+        only when there are any (so plans stored before either existed read back equal)."""
         d: dict[str, Any] = {"w_bits": self.w_bits, "a_bits": self.a_bits, "quantizer": self.quantizer}
         if self.v_bits != FLOAT_BITS:
             d["v_bits"] = self.v_bits
+        if self.options:
+            d["options"] = dict(self.options)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerQuant:
-        unknown = set(d) - {"w_bits", "a_bits", "quantizer", "v_bits"}
+        unknown = set(d) - {"w_bits", "a_bits", "quantizer", "v_bits", "options"}
         if unknown:
             raise BitnasError(
-                f"unknown layer quant field(s) {sorted(unknown)}; use w_bits, a_bits, quantizer, v_bits"
+                f"unknown layer quant field(s) {sorted(unknown)}; use w_bits, a_bits, quantizer, "
+                "v_bits, options"
             )
         if "w_bits" not in d:
             raise BitnasError("a layer quant entry needs w_bits")
         return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> LayerQuant:
+        """A copy with some fields changed."""
+        return LayerQuant(**{**self.to_dict(), **changes})
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,19 @@ class QuantPlan:
     @classmethod
     def from_dict(cls, d: Mapping[str, Mapping[str, Any]]) -> QuantPlan:
         return cls({name: LayerQuant.from_dict(v) for name, v in d.items()})
+
+
+def split_member(member: str) -> tuple[str, slice | None]:
+    """A layer group's member name -> (module name, output rows or None).
+
+    ``'blocks.0.qkv[0:32]'`` -> ``('blocks.0.qkv', slice(0, 32))``: a group may own a
+    row range of a fused layer (Spikformer computes q, k and v with one convolution).
+    """
+    if member.endswith("]") and "[" in member:
+        name, _, rows = member[:-1].rpartition("[")
+        start, _, stop = rows.partition(":")
+        return name, slice(int(start), int(stop))
+    return member, None
 
 
 def candidate_key(candidate: Mapping[str, Any]) -> str:

@@ -1,58 +1,124 @@
-"""Named registries: spaces, quantizers, tasks, hardware models and strategies.
+"""Named registries: spaces, quantizers, tasks, hardware models, strategies, experiments.
 
 A registry maps a name to a factory; the TOML spec and ``bitnas list`` use the
-names, and tests are parametrized over them so that a new entry gets the common
-tests for free.
+names, and the contract suites in ``tests/contracts`` are parametrized over them,
+so that a new entry gets the common tests for free.
+
+Entries come from two places, loaded the first time a registry is asked for a
+name: bitnas's own modules (listed in :mod:`bitnas.builtins`), whose ``register``
+decorators run on import, and third-party plugins, which declare Python entry
+points in the registry's group (``bitnas.spaces``, ``bitnas.quantizers``,
+``bitnas.tasks``, ``bitnas.hardware``, ``bitnas.strategies``,
+``bitnas.experiments``). An entry point's name is the registered name and its
+value the object (``pkg.module:MyModel``); a module whose decorators register
+itself may be named instead (``pkg.module``).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from bitnas.errors import BitnasError
 
 T = TypeVar("T")
 
+#: where the list of built-in modules lives (data, so that this module imports no subpackage)
+BUILTINS_MODULE = "bitnas.builtins"
+
 
 class Registry(Generic[T]):
-    """A name -> factory map with one-line descriptions."""
+    """A name -> factory map with one-line descriptions, filled on first use."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
+        #: the entry-point group plugins use to register here
+        self.group = group
         self._factories: dict[str, Callable[..., T]] = {}
         self._descriptions: dict[str, str] = {}
+        self._origins: dict[str, str] = {}
+        self._loaded = False
+        self._loading = False
 
     def register(
         self, name: str, description: str | None = None
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: register a class or factory under ``name``.
 
-        The description defaults to the first line of the factory's docstring.
+        The description defaults to the object's ``description`` attribute, else the
+        first line of its docstring.
         """
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            lines = (factory.__doc__ or "").strip().splitlines()
+                if self._factories[name] is factory:
+                    return factory
+                raise BitnasError(f"{self.kind} {name!r} is registered twice "
+                                  f"({self._origins[name]} and {_origin(factory)}); rename one")
             self._factories[name] = factory
-            self._descriptions[name] = description or (lines[0] if lines else "")
+            self._descriptions[name] = description or _describe(factory)
+            self._origins[name] = _origin(factory)
             return factory
 
         return deco
 
+    def load(self) -> None:
+        """Import the built-in modules of this registry and its plugins' entry points."""
+        if self._loaded or self._loading:
+            return
+        self._loading = True
+        try:
+            builtins = importlib.import_module(BUILTINS_MODULE)
+            for module in builtins.MODULES.get(self.group, ()):
+                importlib.import_module(module)
+            for ep in entry_points(group=self.group):
+                self._load_entry_point(ep)
+            self._loaded = True
+        finally:
+            self._loading = False
+
+    def _load_entry_point(self, ep: Any) -> None:
+        dist = getattr(ep.dist, "name", None) or "?"
+        try:
+            obj = ep.load()
+        except Exception as e:
+            raise BitnasError(
+                f"plugin {dist}: entry point {ep.name} = {ep.value!r} in group {self.group} "
+                f"failed to load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                "fix or uninstall the plugin"
+            ) from None
+        if ep.name in self._factories:  # its module registered it with a decorator
+            return
+        if isinstance(obj, type(importlib)):
+            raise BitnasError(
+                f"plugin {dist}: module {ep.value} was loaded for {self.kind} {ep.name!r} but did "
+                f"not register it; decorate it with @{self.group.rpartition('.')[2].upper()}"
+                f".register({ep.name!r}) or name the object (module:Object)")
+        self.register(ep.name)(obj)
+        self._origins[ep.name] = f"plugin {dist}"
+
     def names(self) -> list[str]:
+        self.load()
         return sorted(self._factories)
 
     def describe(self) -> dict[str, str]:
         return {name: self._descriptions[name] for name in self.names()}
 
+    def origin(self, name: str) -> str:
+        """Where an entry comes from: 'bitnas', or 'plugin <distribution>'."""
+        self.check(name)
+        return self._origins[name]
+
     def __contains__(self, name: object) -> bool:
+        self.load()
         return name in self._factories
 
     def check(self, name: str, field: str | None = None) -> str:
         """Return ``name`` if registered, else raise a one-line error with the choices."""
+        self.load()
         if name in self._factories:
             return name
         where = f"{field} = {name!r}" if field else f"{name!r}"
@@ -69,11 +135,25 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
 
-SPACES: Registry[Any] = Registry("space")
-QUANTIZERS: Registry[Any] = Registry("quantizer")
-TASKS: Registry[Any] = Registry("task")
-HARDWARE: Registry[Any] = Registry("hardware model")
-STRATEGIES: Registry[Any] = Registry("strategy")
+def _describe(factory: Any) -> str:
+    desc = getattr(factory, "description", None)
+    if isinstance(desc, str) and desc:
+        return desc.strip().splitlines()[0]
+    lines = (factory.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _origin(factory: Any) -> str:
+    module = getattr(factory, "__module__", None) or type(factory).__module__
+    return "bitnas" if module == "bitnas" or module.startswith("bitnas.") else f"module {module}"
+
+
+SPACES: Registry[Any] = Registry("space", "bitnas.spaces")
+QUANTIZERS: Registry[Any] = Registry("quantizer", "bitnas.quantizers")
+TASKS: Registry[Any] = Registry("task", "bitnas.tasks")
+HARDWARE: Registry[Any] = Registry("hardware model", "bitnas.hardware")
+STRATEGIES: Registry[Any] = Registry("strategy", "bitnas.strategies")
+EXPERIMENTS: Registry[Any] = Registry("experiment", "bitnas.experiments")
 
 ALL = {
     "spaces": SPACES,
@@ -81,14 +161,11 @@ ALL = {
     "tasks": TASKS,
     "hardware": HARDWARE,
     "strategies": STRATEGIES,
+    "experiments": EXPERIMENTS,
 }
 
 
-def load_builtins() -> None:
-    """Import the built-in modules so that their ``@register`` decorators run."""
-    import bitnas.evaluators  # noqa: F401
-    import bitnas.evaluators.event_datasets  # noqa: F401
-    import bitnas.hardware_models  # noqa: F401
-    import bitnas.quantizers  # noqa: F401
-    import bitnas.search.strategies  # noqa: F401
-    import bitnas.spaces  # noqa: F401
+def load_all() -> None:
+    """Load every registry (built-ins and plugins)."""
+    for reg in ALL.values():
+        reg.load()

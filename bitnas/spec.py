@@ -31,22 +31,106 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bitnas.errors import SpecError
-from bitnas.evaluators.training import TrainConfig, train_config_fields
-from bitnas.hardware_models.base import COST_FIELDS
-from bitnas.registry import HARDWARE, SPACES, STRATEGIES, TASKS, load_builtins
+from bitnas.errors import BitnasError, SpecError
+from bitnas.registry import HARDWARE, QUANTIZERS, SPACES, STRATEGIES, TASKS
 
-SECTIONS = ("study", "space", "task", "hardware", "objectives", "constraints")
+SECTIONS = ("study", "space", "task", "hardware", "quantizers", "objectives", "constraints")
 #: the strategy of a spec that names none: ILP warm start, then GP, then TPE (`bitnas bench`)
 DEFAULT_STRATEGY = "sensitivity-guided"
 STUDY_KEYS = ("name", "trials", "seed", "storage", "strategy", "sampler", "directions")
 DIRECTIONS = ("maximize", "minimize")
+#: what a space gets besides its [space] options: from the task, and the [quantizers] tables
+SPACE_CONTEXT = {"input_shape", "num_classes", "quantizer_options"}
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+QAT_MODES = ("off", "always", "when_broken", "promote")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How FP models are trained and PTQ is calibrated (the spec's [task] table)."""
+
+    epochs: int = 20
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    calib_batches: int = 4
+    #: "off" | "always" | "when_broken" (PTQ lost more than qat_threshold) | "promote"
+    #: (multi-fidelity: QAT only where PTQ, given promote_margin more accuracy, would
+    #: not be dominated by the study's current front)
+    qat: str = "off"
+    qat_epochs: int = 2
+    qat_lr: float = 5e-4
+    qat_threshold: float = 0.02
+    promote_margin: float = 0.01
+
+    #: the fields FP training depends on (the FP cache key); the rest concern QAT
+    FP_FIELDS = ("epochs", "lr", "batch_size", "weight_decay")
+
+    def __post_init__(self) -> None:
+        if self.qat not in QAT_MODES:
+            raise BitnasError(f"task.qat = {self.qat!r}; use one of: {', '.join(QAT_MODES)}")
+        for name in ("qat_threshold", "promote_margin"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise BitnasError(f"task.{name} must be an accuracy difference in 0..1, got {v!r}")
+        for name in ("epochs", "batch_size", "calib_batches", "qat_epochs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BitnasError(f"task.{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "weight_decay", "qat_lr"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise BitnasError(f"task.{name} must be a finite non-negative number, got {v!r}")
+
+
+def train_config_fields() -> set[str]:
+    return set(asdict(TrainConfig()))
+
+
+#: the keys of a metric bound in [constraints]: absolute floor or ceiling, or the largest
+#: loss against the floating-point model
+BOUND_KEYS = ("min", "max", "max_drop")
+
+
+@dataclass(frozen=True)
+class MetricBound:
+    """A bound on a task metric, applied after evaluation (``accuracy = { min = 0.9 }``, or
+    ``{ max_drop = 0.01 }``: at most 1 point worse than the candidate's FP model)."""
+
+    metric: str
+    direction: str  # the metric's natural direction: what "worse" means for max_drop
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+
+    def violation(self, value: float, fp_value: float | None) -> float:
+        """> 0 when ``value`` breaks the bound (Optuna's constraint convention), in the
+        metric's own units: the largest excess over the bound's parts."""
+        excess = []
+        if self.min is not None:
+            excess.append(self.min - value)
+        if self.max is not None:
+            excess.append(value - self.max)
+        if self.max_drop is not None:
+            if fp_value is None:
+                raise BitnasError(f"constraint {self.metric}.max_drop needs the FP model's {self.metric}")
+            drop = fp_value - value if self.direction == "maximize" else value - fp_value
+            excess.append(drop - self.max_drop)
+        return max(excess)
+
+    def key(self) -> str:
+        """The constraint's name on a trial."""
+        return f"{self.metric}_bound"
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in BOUND_KEYS if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -78,6 +162,13 @@ class StudySpec:
     storage: str | None = None
     sampler: str = DEFAULT_STRATEGY
     constraints: Mapping[str, float] = field(default_factory=dict)
+    #: bounds on task metrics, applied after evaluation
+    metric_bounds: tuple[MetricBound, ...] = ()
+    #: [quantizers.NAME] options (a list: searched per layer group)
+    quantizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: derived, not serialized: every cost field of the hardware model, and the task's metrics
+    cost_fields: tuple[str, ...] = field(default=(), compare=False)
+    metrics: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def directions(self) -> list[str]:
@@ -92,6 +183,10 @@ class StudySpec:
 
     def space_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.space.items() if k != "name"}
+
+    def space_kwargs(self) -> dict[str, Any]:
+        """The space's options plus the quantizer options it fills into every plan."""
+        return {**self.space_options(), "quantizer_options": copy.deepcopy(dict(self.quantizers))}
 
     def hardware_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.hardware.items() if k != "name"}
@@ -112,8 +207,10 @@ class StudySpec:
             "space": copy.deepcopy(dict(self.space)),
             "task": copy.deepcopy(dict(self.task)),
             "hardware": copy.deepcopy(dict(self.hardware)),
+            "quantizers": copy.deepcopy(dict(self.quantizers)),
             "objectives": [o.to_dict() for o in self.objectives],
-            "constraints": dict(self.constraints),
+            "constraints": {**dict(self.constraints),
+                            **{b.metric: b.to_dict() for b in self.metric_bounds}},
         }
 
     @classmethod
@@ -134,7 +231,7 @@ class StudySpec:
         ident = {
             "space": {"name": self.space["name"],
                       **_with_defaults(space_cls, self.space_options(),
-                                       skip={"input_shape", "num_classes"})},
+                                       skip=SPACE_CONTEXT)},
             "task": {"name": self.task["name"],
                      **_with_defaults(task_cls, self.task_options(), skip=set()),
                      **self._train_identity()},
@@ -143,6 +240,11 @@ class StudySpec:
             "constraints": dict(self.constraints),
             "seed": self.seed,
         }
+        # only where present, so that studies made before these existed still resume
+        if self.metric_bounds:
+            ident["metric_bounds"] = {b.metric: b.to_dict() for b in self.metric_bounds}
+        if self.quantizers:
+            ident["quantizers"] = dict(self.quantizers)
         return json.loads(json.dumps(ident))
 
     def _train_identity(self) -> dict[str, Any]:
@@ -187,6 +289,8 @@ def _canonical(value: Any) -> Any:
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a TOML study spec."""
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"spec path {p} is a directory; pass the path to a .toml study spec")
     if not p.is_file():
         raise SpecError(f"spec file {p} not found; pass the path to a .toml study spec")
     try:
@@ -209,10 +313,16 @@ def _table(raw: Mapping[str, Any], key: str, *, required: bool) -> dict[str, Any
     return dict(value)
 
 
-def _check_kwargs(factory: Any, options: Mapping[str, Any], section: str, skip: set[str]) -> None:
-    """Reject option keys the registered factory does not accept."""
+def _accepted(factory: Any, skip: set[str]) -> set[str]:
     params = inspect.signature(factory).parameters
-    accepted = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - skip
+    return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - skip
+
+
+def _check_kwargs(factory: Any, options: Mapping[str, Any], section: str, skip: set[str],
+                  also: set[str] = frozenset()) -> None:
+    """Reject option keys the registered factory does not accept (``also``: keys the
+    section accepts besides, listed in the message too)."""
+    accepted = _accepted(factory, skip) | set(also)
     unknown = set(options) - accepted
     if unknown:
         raise SpecError(
@@ -221,8 +331,72 @@ def _check_kwargs(factory: Any, options: Mapping[str, Any], section: str, skip: 
         )
 
 
+def _quantizer_options(raw: Any, offered: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """[quantizers.NAME] tables, each validated by the quantizer's config. A list value is
+    searched per layer group; every value in it must be valid."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError("[quantizers] must hold one table per quantizer, e.g. [quantizers.uniform]")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        QUANTIZERS.check(name, "[quantizers] table")
+        if name not in offered:
+            raise SpecError(f"[quantizers.{name}] sets options of a quantizer the space does not "
+                            f"offer; space.quantizers: {', '.join(offered)}")
+        if not isinstance(table, dict):
+            raise SpecError(f"[quantizers.{name}] must be a table of option = value")
+        for key, value in table.items():
+            values = value if isinstance(value, list) else [value]
+            if not values or len(set(map(repr, values))) != len(values):
+                raise SpecError(f"quantizers.{name}.{key} must list distinct values, got {value!r}")
+            for v in values:
+                QUANTIZERS.create(name, **{key: v})  # the config validates, in one line
+        out[name] = dict(table)
+    return out
+
+
+def _metric_bound(name: str, value: Any, direction: str) -> MetricBound:
+    where = f"constraints.{name}"
+    if not isinstance(value, dict) or not value:
+        raise SpecError(f"{where} bounds a task metric: write {{ min = 0.9 }}, {{ max = ... }} or "
+                        f"{{ max_drop = 0.01 }} (at most that much worse than the FP model)")
+    unknown = sorted(set(value) - set(BOUND_KEYS))
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {unknown}; use {', '.join(BOUND_KEYS)}")
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise SpecError(f"{where}.{k} must be a finite number, got {v!r}")
+    if "max_drop" in value and value["max_drop"] < 0:
+        raise SpecError(f"{where}.max_drop must be >= 0 (a loss against FP), got {value['max_drop']!r}")
+    if "min" in value and "max" in value and value["min"] > value["max"]:
+        raise SpecError(f"{where}: min {value['min']} is above max {value['max']}")
+    return MetricBound(name, direction, **{k: float(v) for k, v in value.items()})
+
+
+def _check_weight_bits(space_obj: Any, hw: Any, hw_name: str) -> None:
+    """Refuse weight bits the hardware cannot run, naming the group and the bits."""
+    supported = hw.supported_weight_bits
+    if supported is None:
+        return
+    prec = space_obj.precision
+    shown = ", ".join(str(b) for b in sorted(supported))
+    outside = sorted(set(prec.w_bits) - set(supported))
+    free = [g for g in space_obj.all_groups() if g not in prec.group_w_bits]
+    if outside and free:
+        raise SpecError(
+            f"hardware {hw_name} runs {shown}-bit weights, but space.w_bits offers {outside} to "
+            f"layer group {free[0]}" + (f" and {len(free) - 1} more" if len(free) > 1 else "")
+            + "; drop them or choose another hardware model")
+    for g, bits in prec.group_w_bits.items():
+        bad = sorted(set(bits) - set(supported))
+        if bad:
+            raise SpecError(f"hardware {hw_name} runs {shown}-bit weights, but space.group_w_bits."
+                            f"{g} offers {bad} to layer group {g}; drop them or choose another "
+                            "hardware model")
+
+
 def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
-    load_builtins()
     unknown = set(raw) - set(SECTIONS)
     if unknown:
         raise SpecError(f"unknown section(s) {sorted(unknown)}; sections: {', '.join(SECTIONS)}")
@@ -273,36 +447,35 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     train_opts = {k: v for k, v in task_opts.items() if k in train_config_fields()}
     task_opts = {k: v for k, v in task_opts.items() if k not in train_opts}
     task_cls = TASKS.get(task["name"])
-    _check_kwargs(task_cls, task_opts, "task", skip=set())
+    _check_kwargs(task_cls, task_opts, "task", skip=set(), also=train_config_fields())
     TrainConfig(**train_opts)
     space_cls = SPACES.get(space["name"])
-    _check_kwargs(space_cls, space_opts, "space", skip={"input_shape", "num_classes"})
+    _check_kwargs(space_cls, space_opts, "space", skip=SPACE_CONTEXT)
     task_obj = task_cls(**task_opts)
     space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes, **space_opts)
+    quantizers = _quantizer_options(raw.get("quantizers"), space_obj.precision.quantizers)
+    if quantizers:  # again, now with the options filled into every plan
+        space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,
+                              quantizer_options=quantizers, **space_opts)
     hw_opts = {k: v for k, v in hardware.items() if k != "name"}
     hw = HARDWARE.get(hardware["name"])(**hw_opts)
-    bits_range = getattr(hw, "weight_bits_range", None)
-    if bits_range is not None:
-        lo, hi = bits_range
-        outside = sorted({b for b in space_obj.precision.w_bits if not lo <= b <= hi})
-        if outside:
-            raise SpecError(
-                f"hardware {hardware['name']} holds {lo}..{hi}-bit weights, but space.w_bits offers "
-                f"{outside}; drop them or choose another hardware model"
-            )
+    _check_weight_bits(space_obj, hw, hardware["name"])
 
-    metrics: dict[str, str] = dict(TASKS.get(task["name"]).metrics)
-    objectives = _objectives(raw.get("objectives"), metrics, study.get("directions"))
-    constraints = _constraints(raw.get("constraints"))
+    metrics: dict[str, str] = dict(task_cls.metrics)
+    cost_fields = tuple(hw.cost_fields())
+    objectives = _objectives(raw.get("objectives"), metrics, cost_fields, study.get("directions"))
+    constraints, bounds = _constraints(raw.get("constraints"), metrics, cost_fields)
     return StudySpec(
         name=name, trials=trials, seed=seed, storage=storage, sampler=sampler,
         space=space, task=task, hardware=hardware, objectives=objectives,
-        constraints=constraints,
+        constraints=constraints, metric_bounds=bounds, quantizers=quantizers,
+        cost_fields=cost_fields, metrics=metrics,
     )
 
 
-def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[Objective, ...]:
-    natural = {**metrics, **{f: "minimize" for f in COST_FIELDS}}
+def _objectives(raw: Any, metrics: Mapping[str, str], cost_fields: Sequence[str],
+                directions: Any) -> tuple[Objective, ...]:
+    natural = {**metrics, **{f: "minimize" for f in cost_fields}}
     if not isinstance(raw, list) or not raw:
         raise SpecError(
             "[[objectives]] is missing; add one table per objective, name one of: "
@@ -341,6 +514,10 @@ def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[
         direction = natural[name] if direction is None else direction
         if direction not in DIRECTIONS:
             raise SpecError(f"{where}.direction = {direction!r}; use 'maximize' or 'minimize'")
+        if reference is not None and name in cost_fields and direction == "minimize" and reference <= 0:
+            raise SpecError(f"{where}.reference = {reference!r}: no {name} can be below it, so the "
+                            "hypervolume would always be 0; give a positive cost, worse than any "
+                            "result that should count")
         out.append(Objective(name, direction, None if reference is None else float(reference)))
     names = [o.name for o in out]
     if len(set(names)) != len(names):
@@ -348,20 +525,30 @@ def _objectives(raw: Any, metrics: Mapping[str, str], directions: Any) -> tuple[
     return tuple(out)
 
 
-def _constraints(raw: Any) -> dict[str, float]:
+def _constraints(raw: Any, metrics: Mapping[str, str], cost_fields: Sequence[str]
+                 ) -> tuple[dict[str, float], tuple[MetricBound, ...]]:
+    """(upper bounds on cost fields, bounds on task metrics)."""
     if raw is None:
-        return {}
+        return {}, ()
     if not isinstance(raw, dict):
-        raise SpecError("[constraints] must be a table of cost field = upper bound")
+        raise SpecError("[constraints] must be a table: cost field = upper bound, or "
+                        "metric = { min = ... } / { max_drop = ... }")
     out = {}
+    bounds = []
     for key, value in raw.items():
-        if key not in COST_FIELDS:
+        if key in metrics:
+            bounds.append(_metric_bound(key, value, metrics[key]))
+            continue
+        if key not in cost_fields:
             raise SpecError(
-                f"constraints.{key} is unknown; bound one of: {', '.join(COST_FIELDS)}"
+                f"constraints.{key} is unknown; bound a cost field ({', '.join(cost_fields)}) "
+                f"or a task metric ({', '.join(metrics)})"
             )
+        if isinstance(value, dict) and set(value) == {"max"}:
+            value = value["max"]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
             value
         ) or value <= 0:
             raise SpecError(f"constraints.{key} must be a positive upper bound, got {value!r}")
         out[key] = float(value)
-    return out
+    return out, tuple(bounds)

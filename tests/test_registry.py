@@ -2,9 +2,9 @@ import pytest
 
 from bitnas.cli import main
 from bitnas.errors import BitnasError
-from bitnas.registry import ALL, Registry, load_builtins
+from bitnas.registry import ALL, Registry, load_all
 
-load_builtins()
+load_all()
 
 
 @pytest.mark.parametrize("kind", list(ALL))

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,47 +21,9 @@ from torch import nn
 
 from bitnas.errors import BitnasError
 from bitnas.evaluators.base import Split
+from bitnas.spec import TrainConfig
 
 CACHE_VERSION = 2
-QAT_MODES = ("off", "always", "when_broken", "promote")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How FP models are trained and PTQ is calibrated (the spec's [task] table)."""
-
-    epochs: int = 20
-    lr: float = 3e-3
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    calib_batches: int = 4
-    #: "off" | "always" | "when_broken" (PTQ lost more than qat_threshold) | "promote"
-    #: (multi-fidelity: QAT only where PTQ, given promote_margin more accuracy, would
-    #: not be dominated by the study's current front)
-    qat: str = "off"
-    qat_epochs: int = 2
-    qat_lr: float = 5e-4
-    qat_threshold: float = 0.02
-    promote_margin: float = 0.01
-
-    #: the fields FP training depends on (the FP cache key); the rest concern QAT
-    FP_FIELDS = ("epochs", "lr", "batch_size", "weight_decay")
-
-    def __post_init__(self) -> None:
-        if self.qat not in QAT_MODES:
-            raise BitnasError(f"task.qat = {self.qat!r}; use one of: {', '.join(QAT_MODES)}")
-        for name in ("qat_threshold", "promote_margin"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
-                raise BitnasError(f"task.{name} must be an accuracy difference in 0..1, got {v!r}")
-        for name in ("epochs", "batch_size", "calib_batches", "qat_epochs"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise BitnasError(f"task.{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "weight_decay", "qat_lr"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-                raise BitnasError(f"task.{name} must be a finite non-negative number, got {v!r}")
 
 
 def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
@@ -162,5 +122,3 @@ class FPModelCache:
         return model, seconds
 
 
-def train_config_fields() -> set[str]:
-    return set(asdict(TrainConfig()))

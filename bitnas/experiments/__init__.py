@@ -1,6 +1,6 @@
-"""Bundled study specs (``bitnas search quickstart``) and reproduced paper experiments."""
+"""Bundled study specs (``bitnas search quickstart``) and reproduced paper experiments
+(registered in ``EXPERIMENTS``; see :mod:`bitnas.experiments.base`)."""
 
-#: ``bitnas reproduce NAME``: experiment name -> module with ``NAME``, ``run`` and ``format_report``
-REPRODUCIBLE = {
-    "spiking_vit_hq": "bitnas.experiments.spiking_vit_hq",
-}
+from bitnas.experiments.base import Experiment, ModuleExperiment
+
+__all__ = ["Experiment", "ModuleExperiment"]

@@ -30,8 +30,9 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
+from bitnas.experiments.base import ModuleExperiment
 from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan
-from bitnas.registry import HARDWARE
+from bitnas.registry import EXPERIMENTS, HARDWARE
 from bitnas.search.context import SearchContext
 from bitnas.search.pareto import atomic_write, feasible_trials, front_trials
 from bitnas.search.strategies import uniform_params
@@ -269,3 +270,8 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     text = format_report(report)
     atomic_write(out_dir / "report.md", lambda p: p.write_text(text + "\n"))
     return report
+
+
+EXPERIMENT = EXPERIMENTS.register(NAME)(ModuleExperiment(
+    NAME, "Heterogeneous quantization search for spiking ViTs (Xu, Song, Li 2024), on event digits",
+    run, format_report))

@@ -1,21 +1,36 @@
-"""Contracts shared by every cost model: the per-layer workload, the cost, the model."""
+"""Contracts shared by every cost model: the per-layer workload, the cost, the model.
+
+Every hardware model reports the four base cost fields, the energy breakdown
+(``ENERGY_FIELDS``) and any extra fields it declares (``extra_cost_fields``, for
+example processors or flash bytes); all of them may be objectives or constraints
+in a spec, and all are exported with the front.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
+from bitnas.accounting import Compute, ComputeKind, Storage
 from bitnas.errors import BitnasError
-from bitnas.plan import LayerQuant, QuantPlan
+from bitnas.plan import FLOAT_BITS, MAX_INT_BITS, LayerQuant, QuantPlan
 from bitnas.registry import QUANTIZERS
 
-#: Cost fields that may be objectives or constraints; all are minimised.
+#: The cost fields every model reports; all are minimised.
 COST_FIELDS = ("energy_j", "latency_s", "weight_bytes", "peak_act_bytes")
+#: The energy breakdown every model reports, per layer and in total (their sum is at most
+#: energy_j; a model may declare further parts, such as static energy, as extra fields).
+#: compute: arithmetic; weight: reading weights; act: moving activations or spikes;
+#: state: reading and writing neuron state (membranes, recurrent state)
+ENERGY_FIELDS = ("compute_energy_j", "weight_energy_j", "act_energy_j", "state_energy_j")
+#: every bit-width a plan may hold
+ALL_WEIGHT_BITS = frozenset([*range(1, MAX_INT_BITS + 1), FLOAT_BITS])
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,8 @@ class LayerWorkload:
     in_elems: int
     out_elems: int
     group: str = ""  # the layer group whose LayerQuant applies
+    #: the weight tensor's shape (output rows first; a row slice's own rows), for storage
+    weight_shape: tuple[int, ...] = ()
     bias_params: int = 0  # kept at 32 bits
     timesteps: int = 1
     in_spike_rate: float | None = None
@@ -53,29 +70,48 @@ class Cost:
     peak_act_bytes: int
     per_layer: Mapping[str, Mapping[str, float]]
     violations: Mapping[str, float] = field(default_factory=dict)
+    #: the energy breakdown and the model's extra cost fields, by name
+    fields: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
         return all(v <= 0 for v in self.violations.values())
 
     def value(self, name: str) -> float:
-        if name not in COST_FIELDS:
-            raise KeyError(name)
-        return float(getattr(self, name))
+        """Any cost field: a base field, a part of the energy, or an extra field."""
+        if name in COST_FIELDS:
+            return float(getattr(self, name))
+        if name in self.fields:
+            return float(self.fields[name])
+        raise KeyError(name)
+
+    def values(self) -> dict[str, float]:
+        """Every cost field by name."""
+        return {**{f: float(getattr(self, f)) for f in COST_FIELDS},
+                **{k: float(v) for k, v in self.fields.items()}}
 
     @classmethod
     def from_layers(cls, per_layer: Mapping[str, Mapping[str, float]], *, weight_bytes: int,
-                    peak_act_bytes: int, violations: Mapping[str, float] | None = None) -> Cost:
-        """A cost whose energy and latency are the sums of its layers' (a chain of layers)."""
-        return cls(energy_j=sum(p["energy_j"] for p in per_layer.values()),
-                   latency_s=sum(p["latency_s"] for p in per_layer.values()),
+                    peak_act_bytes: int, violations: Mapping[str, float] | None = None,
+                    extra: Mapping[str, float] | None = None) -> Cost:
+        """A cost whose energy, its parts and latency are the sums of its layers' (a chain
+        of layers run one after the other)."""
+        def total(key: str) -> float:
+            return float(sum(p.get(key, 0.0) for p in per_layer.values()))
+
+        return cls(energy_j=total("energy_j"), latency_s=total("latency_s"),
                    weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes,
-                   per_layer=per_layer, violations=dict(violations or {}))
+                   per_layer=per_layer, violations=dict(violations or {}),
+                   fields={**{f: total(f) for f in ENERGY_FIELDS}, **dict(extra or {})})
+
+    def with_violations(self, violations: Mapping[str, float]) -> Cost:
+        return Cost(self.energy_j, self.latency_s, self.weight_bytes, self.peak_act_bytes,
+                    self.per_layer, dict(violations), self.fields)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Cost:
         return cls(d["energy_j"], d["latency_s"], d["weight_bytes"], d["peak_act_bytes"],
-                   d["per_layer"], d.get("violations", {}))
+                   d["per_layer"], d.get("violations", {}), d.get("fields", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +119,7 @@ class Cost:
             "latency_s": self.latency_s,
             "weight_bytes": self.weight_bytes,
             "peak_act_bytes": self.peak_act_bytes,
+            "fields": dict(self.fields),
             "per_layer": {k: dict(v) for k, v in self.per_layer.items()},
             "violations": dict(self.violations),
         }
@@ -95,13 +132,30 @@ class HardwareModel(ABC):
     once from the static workload (to check feasibility before any evaluation) and
     again, for the objectives, with the spike rates measured on the candidate's own
     quantized model.
+
+    Declared, and read by the spec and the search (never guessed):
+
+    - ``supported_weight_bits``: the weight bit-widths the target runs (None: any of
+      1..16 and float); the spec refuses a space that offers others, naming the
+      layer group and the bits;
+    - ``compute_kinds``: the :class:`~bitnas.accounting.ComputeKind` values the model
+      prices; a plan whose quantizer needs another is refused with one line
+      (:meth:`compute_of`), never costed as a plain multiply;
+    - ``extra_cost_fields``: cost fields beyond the base four and the energy parts,
+      which :meth:`cost` fills into ``Cost.fields``;
+    - ``activity_fields``: the cost fields that depend on measured activity; their
+      bounds are checked once the spikes are measured.
     """
 
-    needs_activity = False
-    #: cost fields that depend on measured activity: their bounds wait for it
-    activity_fields: tuple[str, ...] = ()
+    needs_activity: ClassVar[bool] = False
+    activity_fields: ClassVar[tuple[str, ...]] = ()
+    supported_weight_bits: frozenset[int] | None = None
+    compute_kinds: ClassVar[frozenset[ComputeKind]] = frozenset({ComputeKind.MULTIPLY, ComputeKind.SHIFT})
+    extra_cost_fields: ClassVar[tuple[str, ...]] = ()
     #: the model's constants, in hardware_models/data/; the spec's [hardware] may override them
-    constants_file: str | None = None
+    constants_file: ClassVar[str | None] = None
+    #: the registered name, set by subclasses (for messages)
+    name: ClassVar[str] = ""
 
     def __init__(self, **overrides: Any) -> None:
         name = (self.constants_file or type(self).__name__).removesuffix(".toml")
@@ -116,15 +170,60 @@ class HardwareModel(ABC):
         """The effective constants (defaults with overrides): what makes two models equal."""
         return dict(self.c)
 
+    @classmethod
+    def cost_fields(cls) -> tuple[str, ...]:
+        """Every field this model's costs carry: objectives and constraints may use any."""
+        return (*COST_FIELDS, *ENERGY_FIELDS, *cls.extra_cost_fields)
+
+    def compute_of(self, lq: LayerQuant) -> Compute:
+        """The operation ``lq``'s quantizer runs per weight, if this model prices it."""
+        compute = quantizer_of(lq).compute(lq.w_bits)
+        if compute.kind not in self.compute_kinds:
+            label = self.name or type(self).__name__
+            raise BitnasError(
+                f"hardware {label} cannot price compute kind {compute.kind.value!r} (quantizer "
+                f"{lq.quantizer}); it prices {', '.join(sorted(k.value for k in self.compute_kinds))}: "
+                "drop the quantizer from the space or choose another hardware model")
+        return compute
+
+
+@functools.lru_cache(maxsize=256)
+def _quantizer(name: str, options: tuple[tuple[str, Any], ...]) -> Any:
+    return QUANTIZERS.create(name, **dict(options))
+
+
+def quantizer_of(lq: LayerQuant) -> Any:
+    """The quantizer (with its options) of a layer quant; made once per distinct config."""
+    return _quantizer(lq.quantizer, tuple(lq.options.items()))
+
 
 def layer_quants(workload: Sequence[LayerWorkload], plan: QuantPlan) -> list[LayerQuant]:
     """Each layer's LayerQuant: its group's entry in the plan."""
     return [plan[w.group or w.name] for w in workload]
 
 
+def weight_storage(layer: LayerWorkload, lq: LayerQuant) -> Storage:
+    """What the layer's weights occupy under its scheme (biases not included)."""
+    return quantizer_of(lq).storage(layer.weight_shape or (layer.params,), lq.w_bits)
+
+
+def weight_bits_per_layer(workload: Sequence[LayerWorkload], lqs: Sequence[LayerQuant]) -> list[int]:
+    """Stored bits per layer: its weights with their scales and tables, biases at 32 bits,
+    and each shared structure (a codebook) once, charged to the first layer that uses it."""
+    seen: set[str] = set()
+    out = []
+    for layer, lq in zip(workload, lqs, strict=True):
+        st = weight_storage(layer, lq)
+        shared = sum(bits for key, bits in st.shared.items() if key not in seen)
+        seen.update(st.shared)
+        out.append(st.layer_bits + shared + 32 * layer.bias_params)
+    return out
+
+
 def weight_bits(layer: LayerWorkload, lq: LayerQuant) -> int:
-    """Bits the layer's weights occupy under its scheme, biases at 32 bits."""
-    return QUANTIZERS.create(lq.quantizer).storage_bits(layer.params, lq.w_bits) + 32 * layer.bias_params
+    """Bits one layer's weights occupy under its scheme (scales and tables included, shared
+    structures too), biases at 32 bits."""
+    return weight_bits_per_layer([layer], [lq])[0]
 
 
 @dataclass(frozen=True)

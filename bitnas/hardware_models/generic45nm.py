@@ -27,17 +27,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from bitnas.accounting import Compute, ComputeKind
 from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
     layer_quants,
-    weight_bits,
+    weight_bits_per_layer,
 )
 from bitnas.plan import FLOAT_BITS, QuantPlan
-from bitnas.registry import HARDWARE, QUANTIZERS
+from bitnas.registry import HARDWARE
 
 PJ = 1e-12
+MULTIPLY = Compute(ComputeKind.MULTIPLY)
 
 
 def sram_pj_per_bit(size_bytes: float, c: Mapping[str, float]) -> float:
@@ -59,15 +61,21 @@ def sram_pj_per_bit(size_bytes: float, c: Mapping[str, float]) -> float:
 
 
 def int_mac_energy_pj(c: Mapping[str, float], w_bits: int, a_bits: int, fan_in: int,
-                      mult_kind: str) -> tuple[float, float]:
+                      compute: Compute) -> tuple[float, float]:
     """(multiply or shift, accumulate) energy in pJ of one integer MAC, from Horowitz's
     8-bit multiply and 32-bit add: the multiplier scales with w * a, a shift (power-of-two
-    weights) costs an a-bit add, the add with the accumulator width w + a + log2 fan-in."""
+    weights) costs an a-bit add, the add with the accumulator width w + a + log2 fan-in.
+    Each of ``compute.passes`` passes repeats the whole MAC. Kinds other than multiply
+    and shift are refused (the caller's model has declared what it prices)."""
     acc_bits = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
     add_pj = c["int32_add_pj"] * acc_bits / 32
-    if mult_kind == "shift":
-        return c["int32_add_pj"] * a_bits / 32, add_pj
-    return c["int8_mult_pj"] * w_bits * a_bits / 64, add_pj
+    if compute.kind is ComputeKind.SHIFT:
+        mul_pj = c["int32_add_pj"] * a_bits / 32
+    elif compute.kind is ComputeKind.MULTIPLY:
+        mul_pj = c["int8_mult_pj"] * w_bits * a_bits / 64
+    else:
+        raise ValueError(f"int_mac_energy_pj prices multiply and shift, not {compute.kind.value}")
+    return compute.passes * mul_pj, compute.passes * add_pj
 
 
 @HARDWARE.register("generic45nm")
@@ -75,19 +83,20 @@ class Generic45nm(HardwareModel):
     """45 nm reference: Horowitz op and SRAM energies, bit-scaled MACs, a stated MAC rate."""
 
     constants_file = "generic45nm.toml"
+    name = "generic45nm"
 
     def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int,
-                      mult_kind: str = "multiply") -> tuple[float, float]:
-        """(multiply or shift, add) energy of one MAC in pJ."""
+                      compute: Compute = MULTIPLY) -> tuple[float, float]:
+        """(multiply or shift, add) energy of one MAC in pJ, all passes included."""
         c = self.c
         if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
-            return c["fp32_mult_pj"], c["fp32_add_pj"]
-        return int_mac_energy_pj(c, w_bits, a_bits, fan_in, mult_kind)
+            return compute.passes * c["fp32_mult_pj"], compute.passes * c["fp32_add_pj"]
+        return int_mac_energy_pj(c, w_bits, a_bits, fan_in, compute)
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
         lqs = layer_quants(workload, plan)
-        wbits = [weight_bits(layer, lq) for layer, lq in zip(workload, lqs, strict=True)]
+        wbits = weight_bits_per_layer(workload, lqs)
         out_bits = [lq.a_bits for lq in lqs[1:]] + [32]
         act_bits = [
             layer.in_elems * lq.a_bits + layer.out_elems * ob
@@ -100,8 +109,8 @@ class Generic45nm(HardwareModel):
 
         per_layer: dict[str, dict[str, float]] = {}
         for layer, lq, wb, ab in zip(workload, lqs, wbits, act_bits, strict=True):
-            mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in,
-                                                QUANTIZERS.get(lq.quantizer).mult_kind)
+            compute = self.compute_of(lq)
+            mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in, compute)
             steps = layer.timesteps
             compute_j = steps * layer.macs * (mul_pj + add_pj) * PJ
             weight_j = wb * w_pj_bit * PJ
@@ -110,8 +119,10 @@ class Generic45nm(HardwareModel):
                 "compute_energy_j": compute_j,
                 "weight_energy_j": weight_j,
                 "act_energy_j": act_j,
+                "state_energy_j": 0.0,
                 "energy_j": compute_j + weight_j + act_j,
-                "latency_s": steps * math.ceil(layer.macs / c["macs_per_cycle"]) / c["clock_hz"],
+                "latency_s": steps * compute.passes * math.ceil(layer.macs / c["macs_per_cycle"])
+                / c["clock_hz"],
                 "weight_bytes": wb / 8,
                 "macs": float(steps * layer.macs),
             }

@@ -27,11 +27,12 @@ import math
 from collections.abc import Sequence
 
 from bitnas.hardware_models.base import (
+    ENERGY_FIELDS,
     Cost,
     HardwareModel,
     LayerWorkload,
     layer_quants,
-    weight_bits,
+    weight_bits_per_layer,
 )
 from bitnas.plan import QuantPlan
 from bitnas.registry import HARDWARE
@@ -45,13 +46,17 @@ class Loihi(HardwareModel):
     """Loihi-class neuromorphic cores: synaptic ops, neuron updates, routing, cores, static power."""
 
     constants_file = "loihi.toml"
+    name = "loihi"
     needs_activity = True
-    activity_fields = ("energy_j", "latency_s")
-
+    activity_fields = ("energy_j", "latency_s", "compute_energy_j", "act_energy_j",
+                       "state_energy_j", "static_energy_j")
+    #: static power over the run, and the cores the plan occupies
+    extra_cost_fields = ("static_energy_j", "cores")
 
     @property
-    def weight_bits_range(self) -> tuple[int, int]:
-        return 1, int(self.c["max_weight_bits"])
+    def supported_weight_bits(self) -> frozenset[int]:  # type: ignore[override]
+        """Loihi's synapses hold 1..max_weight_bits-bit integer weights (no float)."""
+        return frozenset(range(1, int(self.c["max_weight_bits"]) + 1))
 
     def compute_cores(self, w: LayerWorkload) -> int:
         """Cores the layer's compartments occupy: they share its work."""
@@ -71,9 +76,9 @@ class Loihi(HardwareModel):
         weight_bits_all = 0
         steps = max(w.timesteps for w in workload)
         lqs = layer_quants(workload, plan)
-        for w, lq in zip(workload, lqs, strict=True):
+        for w, lq, wbits in zip(workload, lqs, weight_bits_per_layer(workload, lqs), strict=True):
+            self.compute_of(lq)  # a synaptic op adds an integer weight: multiply and shift alike
             max_w_bits = max(max_w_bits, lq.w_bits)
-            wbits = weight_bits(w, lq)
             weight_bits_all += wbits
             cores = self.layer_cores(w, wbits)
             total_cores += cores
@@ -95,6 +100,11 @@ class Loihi(HardwareModel):
                 "synop_energy_j": synop_j,
                 "neuron_energy_j": neuron_j,
                 "routing_energy_j": route_j,
+                # the common breakdown: a synaptic op reads its weight, so weights cost nothing apart
+                "compute_energy_j": synop_j,
+                "weight_energy_j": 0.0,
+                "act_energy_j": route_j,
+                "state_energy_j": neuron_j,
                 "synops": synops,
                 "cores": float(cores),
                 "weight_bytes": wbits / 8,
@@ -108,11 +118,13 @@ class Loihi(HardwareModel):
                              + p["static_energy_j"])
             # the chip's time is shared; each layer is charged its cores' share of it
             p["latency_s"] = latency_s * p["cores"] / total_cores
-        _, hi = self.weight_bits_range
+        hi = max(self.supported_weight_bits)
         violations = {
             "loihi_cores": total_cores / c["cores"] - 1.0,
             "loihi_weight_bits": (max_w_bits - hi) / hi,  # > 0 past 9 bits
         }
+        parts = {f: sum(p[f] for p in per_layer.values())
+                 for f in (*ENERGY_FIELDS, "static_energy_j")}
         return Cost(
             energy_j=sum(p["energy_j"] for p in per_layer.values()),
             latency_s=latency_s,
@@ -121,4 +133,5 @@ class Loihi(HardwareModel):
                                for w, lq in zip(workload, lqs, strict=True)),
             per_layer=per_layer,
             violations=violations,
+            fields={**parts, "cores": float(total_cores)},
         )

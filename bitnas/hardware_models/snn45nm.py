@@ -30,16 +30,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from bitnas.accounting import Compute
 from bitnas.hardware_models.base import (
     Cost,
     HardwareModel,
     LayerWorkload,
     layer_quants,
-    weight_bits,
+    weight_bits_per_layer,
 )
 from bitnas.hardware_models.generic45nm import int_mac_energy_pj, sram_pj_per_bit
 from bitnas.plan import FLOAT_BITS, QuantPlan
-from bitnas.registry import HARDWARE, QUANTIZERS
+from bitnas.registry import HARDWARE
 
 PJ = 1e-12
 
@@ -49,23 +50,27 @@ class SNN45nm(HardwareModel):
     """Spikformer convention at 45 nm: E_MAC per dense MAC + E_AC per synaptic op, bit-scaled."""
 
     constants_file = "snn45nm.toml"
+    name = "snn45nm"
     needs_activity = True
     activity_fields = ("energy_j", "latency_s", "peak_act_bytes")  # inputs: 1-bit spikes or a-bit
 
-    def mac_pj(self, w_bits: int, a_bits: int, fan_in: int, mult_kind: str) -> float:
+    def mac_pj(self, w_bits: int, a_bits: int, fan_in: int, compute: Compute) -> float:
+        """One dense multiply-accumulate, all of its passes."""
         if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
-            return self.c["fp32_mac_pj"]
-        return sum(int_mac_energy_pj(self.c, w_bits, a_bits, fan_in, mult_kind))
+            return compute.passes * self.c["fp32_mac_pj"]
+        return sum(int_mac_energy_pj(self.c, w_bits, a_bits, fan_in, compute))
 
-    def ac_pj(self, w_bits: int, fan_in: int) -> float:
+    def ac_pj(self, w_bits: int, fan_in: int, compute: Compute) -> float:
+        """One synaptic op (a spike adds a weight), all of its passes; a shift or a
+        multiply needs no arithmetic on a 1-bit spike, only the add."""
         if w_bits >= FLOAT_BITS:
-            return self.c["fp32_ac_pj"]
-        return self.c["int32_add_pj"] * min(32, w_bits + math.ceil(math.log2(fan_in))) / 32
+            return compute.passes * self.c["fp32_ac_pj"]
+        return compute.passes * self.c["int32_add_pj"] * min(32, w_bits + math.ceil(math.log2(fan_in))) / 32
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
         lqs = layer_quants(workload, plan)
-        wbits = [weight_bits(w, lq) for w, lq in zip(workload, lqs, strict=True)]
+        wbits = weight_bits_per_layer(workload, lqs)
         state_bits = [w.state_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
         in_bits = [w.in_elems * (lq.a_bits if w.in_spike_rate is None else 1)
                    for w, lq in zip(workload, lqs, strict=True)]
@@ -77,13 +82,13 @@ class SNN45nm(HardwareModel):
         per_layer: dict[str, dict[str, float]] = {}
         for w, lq, wb, sb, ib in zip(workload, lqs, wbits, state_bits, in_bits, strict=True):
             steps = w.timesteps
+            compute = self.compute_of(lq)
             if w.in_spike_rate is None:
                 ops = steps * w.macs
-                op_pj = self.mac_pj(lq.w_bits, lq.a_bits, w.fan_in,
-                                    QUANTIZERS.get(lq.quantizer).mult_kind)
+                op_pj = self.mac_pj(lq.w_bits, lq.a_bits, w.fan_in, compute)
             else:
                 ops = w.in_spike_rate * steps * w.macs
-                op_pj = self.ac_pj(lq.w_bits, w.fan_in)
+                op_pj = self.ac_pj(lq.w_bits, w.fan_in, compute)
             compute_j = ops * op_pj * PJ
             weight_j = steps * wb * w_pj_bit * PJ
             state_j = steps * 2 * sb * a_pj_bit * PJ
@@ -96,7 +101,7 @@ class SNN45nm(HardwareModel):
                 "energy_j": compute_j + weight_j + state_j + act_j,
                 "ops": float(ops),
                 "dense": 1.0 if w.in_spike_rate is None else 0.0,
-                "latency_s": math.ceil(ops / c["ops_per_cycle"]) / c["clock_hz"],
+                "latency_s": math.ceil(compute.passes * ops / c["ops_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,
             }
         return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bitnas.hardware_models.base import LayerWorkload
-from bitnas.hardware_models.workload import split_member
+from bitnas.plan import split_member
 
 #: the aten operations of convolutions and linear layers (not BatchNorm, not adds)
 LAYER_OPS = ("convolution", "addmm", "mm", "bmm", "linear")

@@ -10,16 +10,7 @@ import torch
 from torch import nn
 
 from bitnas.hardware_models.base import LayerWorkload
-
-
-def split_member(member: str) -> tuple[str, slice | None]:
-    """'blocks.0.qkv[0:32]' -> ('blocks.0.qkv', slice(0, 32)): a group may own a row
-    range of a fused layer (Spikformer computes q, k and v with one convolution)."""
-    if member.endswith("]") and "[" in member:
-        name, _, rows = member[:-1].rpartition("[")
-        start, _, stop = rows.partition(":")
-        return name, slice(int(start), int(stop))
-    return member, None
+from bitnas.plan import split_member
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
@@ -103,6 +94,8 @@ def extract_workload(
                         else "linear",
                         macs=round(_macs(module, out) * share),
                         params=round(module.weight.numel() * share),
+                        weight_shape=(n_out if rows is None else rows.stop - rows.start,
+                                      *module.weight.shape[1:]),
                         in_elems=inputs[0][0].numel(),
                         out_elems=round(out[0].numel() * share),
                         group=group,

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bitnas.errors import BitnasError
-from bitnas.hardware_models.workload import split_member
-from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan
+from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan, split_member
 from bitnas.quantizers.uniform import ActivationQuantizer
 from bitnas.registry import QUANTIZERS
 
@@ -41,7 +40,7 @@ class FakeQuantLayer(nn.Module):
         self.layer = layer
         self.parts = [rows for rows, _ in parts]
         self.lqs = [lq for _, lq in parts]
-        self.weight_quantizers = [QUANTIZERS.create(lq.quantizer) for lq in self.lqs]
+        self.weight_quantizers = [QUANTIZERS.create(lq.quantizer, **lq.options) for lq in self.lqs]
         self.acts = nn.ModuleList(ActivationQuantizer(lq.a_bits) for lq in self.lqs)
 
     @property

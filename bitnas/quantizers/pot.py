@@ -9,11 +9,16 @@ Values round to the nearest level in the linear domain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from bitnas.accounting import Compute, ComputeKind, Storage
+from bitnas.errors import BitnasError
 from bitnas.plan import FLOAT_BITS
-from bitnas.quantizers.base import Quantizer
+from bitnas.quantizers.base import Quantizer, channels, numel
 from bitnas.registry import QUANTIZERS
 
 
@@ -28,12 +33,34 @@ def _pot_levels(mag: Tensor, e_max: Tensor, n_levels: int) -> Tensor:
     return torch.where(mag < smallest / 2, torch.zeros_like(mag), out)
 
 
+@dataclass(frozen=True)
+class ExponentConfig:
+    """Options of the power-of-two quantizer."""
+
+    #: bits of each output channel's top exponent e_max as stored
+    exponent_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.exponent_bits <= 16:
+            raise BitnasError(f"exponent_bits must be 1..16, got {self.exponent_bits}")
+
+
 @QUANTIZERS.register("pot")
 class PowerOfTwoQuantizer(Quantizer):
     """Power-of-two weights (0 or +-2^k per channel range): multiplies become shifts."""
 
-    #: what the hardware does with such a weight: the cost models read it
-    mult_kind = "shift"
+    Config = ExponentConfig
+    name = "pot"
+
+    def storage(self, shape: Sequence[int], bits: int) -> Storage:
+        """b bits per weight (sign and exponent code) and each channel's top exponent."""
+        if bits >= FLOAT_BITS:
+            return Storage(numel(shape) * FLOAT_BITS)
+        return Storage(numel(shape) * bits, scale_bits=channels(shape) * self.config.exponent_bits)
+
+    def compute(self, bits: int) -> Compute:
+        """A shift (a float multiply for float weights)."""
+        return Compute(ComputeKind.MULTIPLY if bits >= FLOAT_BITS else ComputeKind.SHIFT)
 
     def quantize(self, w: Tensor, bits: int) -> Tensor:
         if bits >= FLOAT_BITS:

@@ -10,11 +10,16 @@ min/max seen on a few batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
+from bitnas.accounting import Compute, ComputeKind, Storage
+from bitnas.errors import BitnasError
 from bitnas.plan import FLOAT_BITS
-from bitnas.quantizers.base import Quantizer
+from bitnas.quantizers.base import Quantizer, channels, numel
 from bitnas.registry import QUANTIZERS
 
 
@@ -27,9 +32,33 @@ def _per_channel(reduce: Tensor, w: Tensor) -> Tensor:
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 15)
 
 
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Options of a per-channel quantizer."""
+
+    #: bits of each output channel's scale as stored (32: a float scale)
+    scale_bits: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.scale_bits <= 32:
+            raise BitnasError(f"scale_bits must be 1..32, got {self.scale_bits}")
+
+
 @QUANTIZERS.register("uniform")
 class UniformQuantizer(Quantizer):
     """Symmetric per-channel uniform weights, MSE-clipped (binary at 1 bit, ternary at 2)."""
+
+    Config = ScaleConfig
+    name = "uniform"
+
+    def storage(self, shape: Sequence[int], bits: int) -> Storage:
+        """b bits per weight and one scale per output channel (none for float weights)."""
+        if bits >= FLOAT_BITS:
+            return Storage(numel(shape) * FLOAT_BITS)
+        return Storage(numel(shape) * bits, scale_bits=channels(shape) * self.config.scale_bits)
+
+    def compute(self, bits: int) -> Compute:
+        return Compute(ComputeKind.MULTIPLY)
 
     def scale(self, w: Tensor, bits: int) -> Tensor:
         """The per-output-channel step size, broadcastable against ``w``."""

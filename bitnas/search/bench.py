@@ -171,11 +171,11 @@ def run(out_dir: Path, *, quick: bool = False, log: Log = print,
     cache: dict[tuple[str, int], list[dict]] = {}
 
     def warm(name: str, budget: int) -> list[dict]:
-        factory = STRATEGIES.get(name)
-        if not hasattr(factory, "warm_start"):
+        record = STRATEGIES.get(name)
+        if record.warm_start is None:
             return []
         if (name, budget) not in cache:
-            cache[(name, budget)] = factory.warm_start(ctx, spec, budget, lambda m: None)
+            cache[(name, budget)] = record.warm_start(ctx, spec, budget, lambda m: None)
         return cache[(name, budget)]
 
     results: dict[str, dict[int, list[float]]] = {}

@@ -41,7 +41,7 @@ class SearchContext:
             spec.space["name"],
             input_shape=self.task.input_shape,
             num_classes=self.task.num_classes,
-            **spec.space_options(),
+            **spec.space_kwargs(),
         )
         self.hardware = HARDWARE.create(spec.hardware["name"], **spec.hardware_options())
         self.evaluator = ClassificationEvaluator(self.data)
@@ -79,8 +79,7 @@ class SearchContext:
         violations = dict(cost.violations)
         for field, bound in self.spec.constraints.items():
             violations[field] = (cost.value(field) - bound) / bound
-        return Cost(cost.energy_j, cost.latency_s, cost.weight_bytes, cost.peak_act_bytes,
-                    cost.per_layer, violations)
+        return cost.with_violations(violations)
 
     def fp_model(self, cand: Candidate) -> tuple[nn.Module, float | None]:
         """The trained FP model of the candidate's arch; seconds spent training, None if cached."""

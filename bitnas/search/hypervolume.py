@@ -26,7 +26,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
-from bitnas.hardware_models.base import COST_FIELDS
 from bitnas.search.pareto import is_feasible, minimising_signs
 from bitnas.spec import Objective, StudySpec
 
@@ -66,7 +65,7 @@ def default_reference(spec: StudySpec, ctx: Any) -> dict[str, Any]:
             values[o.name], sources[o.name] = 0.0, "worst value of a maximised metric"
         elif o.name in spec.constraints:
             values[o.name], sources[o.name] = float(spec.constraints[o.name]), "the spec's budget"
-        elif o.name in COST_FIELDS:
+        elif o.name in spec.cost_fields:
             if worst is None:
                 from optuna.trial import FixedTrial
 

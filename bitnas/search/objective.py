@@ -18,7 +18,6 @@ import optuna
 from optuna.trial import TrialState
 
 from bitnas.hardware_models import Cost
-from bitnas.hardware_models.base import COST_FIELDS
 from bitnas.plan import Candidate, candidate_key
 from bitnas.search.context import Promote, SearchContext
 from bitnas.search.pareto import dominates, is_feasible
@@ -157,10 +156,11 @@ class SearchObjective:
         finished trial of the study; cost objectives count as measured on the PTQ model.
         The PTQ objective values and the decision are stored as user attr ``fidelity``."""
         margin = self.ctx.train_cfg.promote_margin
+        metrics = self.ctx.spec.metrics
 
         def promote(ptq: dict[str, float], cost: Cost) -> bool:
             low = self._values(ptq, cost)
-            optimistic = [v if o.name in COST_FIELDS else v + (margin if o.direction == "maximize"
+            optimistic = [v if o.name not in metrics else v + (margin if o.direction == "maximize"
                                                                  else -margin)
                           for v, o in zip(low, self.objectives, strict=True)]
             done = [t.values for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

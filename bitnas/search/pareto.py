@@ -82,7 +82,8 @@ def member_record(trial: FrozenTrial, objectives: Sequence[Objective]) -> dict[s
         "values": {o.name: v for o, v in zip(objectives, trial.values, strict=True)},
         "arch": cand["arch"],
         "plan": cand["plan"],
-        "cost": {k: cost[k] for k in (*COST_FIELDS, "per_layer")},
+        "cost": {**{k: cost[k] for k in COST_FIELDS}, **cost.get("fields", {}),
+                 "per_layer": cost["per_layer"]},
         "metrics": trial.user_attrs.get("metrics", {}),
         "params": trial.params,
     }

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from bitnas.evaluators.base import Split
-from bitnas.hardware_models.workload import split_member
+from bitnas.plan import split_member
 from bitnas.registry import QUANTIZERS
 
 

@@ -1,16 +1,61 @@
-"""Search strategies: explicitly chosen, seeded Optuna samplers (registered in ``STRATEGIES``)."""
+"""Search strategies: explicitly chosen, seeded Optuna samplers (registered in ``STRATEGIES``).
+
+A strategy is a :class:`Strategy` record: a sampler factory, an optional warm start
+(params queued into the study before the sampler proposes anything) and a
+one-line description. Register one with ``@strategy("name")`` on its sampler
+factory, or, from a plugin, with an entry point in group ``bitnas.strategies``
+that names a ``Strategy``.
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
 from bitnas.errors import BitnasError
 from bitnas.registry import STRATEGIES
+from bitnas.spaces.base import PRECISION_KNOBS, split_knob
+
+#: (search context, spec, trial budget, log) -> Optuna params to queue before sampling
+WarmStart = Callable[[Any, Any, int, Callable[[str], None]], list[dict]]
 
 
-@STRATEGIES.register("tpe")
+@dataclass(frozen=True)
+class Strategy:
+    """How a study proposes candidates.
+
+    ``sampler(seed=, n_trials=)`` makes the seeded Optuna sampler; ``warm_start``,
+    when set, computes params that the study evaluates first (once per study: its
+    claim is recorded on the study, see ``bitnas.search.study``).
+    """
+
+    sampler: Callable[..., optuna.samplers.BaseSampler]
+    description: str
+    warm_start: WarmStart | None = None
+
+    def __call__(self, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+        return self.sampler(seed=seed, n_trials=n_trials)
+
+
+def strategy(name: str, *, warm_start: WarmStart | None = None
+             ) -> Callable[[Callable[..., optuna.samplers.BaseSampler]], Strategy]:
+    """Decorator: register a sampler factory as strategy ``name`` (its docstring's first
+    line is the description)."""
+
+    def deco(factory: Callable[..., optuna.samplers.BaseSampler]) -> Strategy:
+        lines = (factory.__doc__ or "").strip().splitlines()
+        record = Strategy(factory, lines[0] if lines else "", warm_start)
+        STRATEGIES.register(name)(record)
+        return record
+
+    return deco
+
+
+@strategy("tpe")
 def tpe(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """Multivariate TPE (Optuna); handles the depth-dependent knobs as groups."""
     with warnings.catch_warnings():  # `multivariate` and `group` are marked experimental
@@ -20,19 +65,19 @@ def tpe(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
         )
 
 
-@STRATEGIES.register("nsga2")
+@strategy("nsga2")
 def nsga2(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """NSGA-II genetic search (Optuna), population sized to the trial budget."""
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(8, n_trials // 4)))
 
 
-@STRATEGIES.register("nsga3")
+@strategy("nsga3")
 def nsga3(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """NSGA-III (Optuna): reference-direction selection, suited to three or more objectives."""
     return optuna.samplers.NSGAIIISampler(seed=seed, population_size=min(50, max(8, n_trials // 4)))
 
 
-@STRATEGIES.register("gp")
+@strategy("gp")
 def gp(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """Gaussian-process Bayesian optimisation (Optuna's GPSampler); evaluation is deterministic."""
     with warnings.catch_warnings():
@@ -60,9 +105,9 @@ class UniformPrecisionSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        if "." not in param_name:  # an architecture knob
+        group, knob = split_knob(param_name)
+        if group is None:  # an architecture knob
             return self._random.sample_independent(study, trial, param_name, param_distribution)
-        knob = param_name.rpartition(".")[2]
         draws = self._draws.setdefault(trial.number, {})
         choices = getattr(param_distribution, "choices", ())
         if knob not in draws:
@@ -75,13 +120,13 @@ class UniformPrecisionSampler(optuna.samplers.BaseSampler):
         self._draws.pop(trial.number, None)
 
 
-@STRATEGIES.register("uniform")
+@strategy("uniform")
 def uniform(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """Uniform precision: all groups share one randomly drawn precision per trial (the baseline)."""
     return UniformPrecisionSampler(seed)
 
 
-@STRATEGIES.register("random")
+@strategy("random")
 def random(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """Uniform random sampling (Optuna): the sanity baseline for every other strategy."""
     return optuna.samplers.RandomSampler(seed=seed)
@@ -115,19 +160,21 @@ def uniform_params(space, w_bits, quantizer: str = "uniform",
     arch = arch or {}
 
     def pick(name, choices):
-        knob = name.rpartition(".")[2]
-        if "." not in name:
+        group, knob = split_knob(name)
+        if group is None:
             return arch[name] if name in arch else (arch_pick or (lambda c: c[0]))(choices)
         if knob == "w_bits":
             if callable(w_bits):  # e.g. min or max: each group's own extreme
                 return w_bits(choices)
-            pinned = name.rpartition(".")[0] in getattr(space.precision, "group_w_bits", {})
+            pinned = group in space.precision.group_w_bits
             if pinned and w_bits not in choices:  # pinned by group_w_bits: its nearest bits
                 return min(choices, key=lambda b: (abs(b - w_bits), -b))
             return w_bits
         if knob == "quantizer":
             return quantizer
-        return max(choices)
+        if knob in PRECISION_KNOBS:  # a_bits, v_bits: the widest
+            return max(choices)
+        return choices[0]  # a quantizer option searched per group: its first value
 
     picker = _Picker(pick)
     space.suggest(picker)
@@ -147,7 +194,6 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     from optuna.trial import FixedTrial
 
     from bitnas.evaluators.base import Split
-    from bitnas.hardware_models.base import COST_FIELDS
     from bitnas.search import ilp, sensitivity
 
     space = ctx.space
@@ -156,7 +202,8 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     base = uniform_params(space, min, prec.quantizers[0])  # each group at its fewest bits
     cand = space.suggest(FixedTrial(base))
     groups, _ = ctx.structure(cand)
-    field = next((o.name for o in spec.objectives if o.name in COST_FIELDS and o.direction == "minimize"),
+    field = next((o.name for o in spec.objectives
+                  if o.name in spec.cost_fields and o.direction == "minimize"),
                  "weight_bytes")
     model, _ = ctx.fp_model(cand)
     batch = Split(ctx.data.train.x[:128], ctx.data.train.y[:128])
@@ -182,13 +229,10 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     return out
 
 
-@STRATEGIES.register("ilp")
+@strategy("ilp", warm_start=ilp_params)
 def ilp(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """HAWQ-V3-style: an ILP over Hessian (or Fisher) sensitivities, swept over budgets."""
     return optuna.samplers.RandomSampler(seed=seed)  # only once the ILP's plans are spent
-
-
-ilp.warm_start = lambda ctx, spec, n_trials, log: ilp_params(ctx, spec, n_trials, log)
 
 
 class HandoffSampler(optuna.samplers.BaseSampler):
@@ -234,12 +278,12 @@ class HandoffSampler(optuna.samplers.BaseSampler):
 ILP_SHARE, GP_TRIALS = 1 / 3, 100
 
 
-@STRATEGIES.register("sensitivity-guided")
+def _ilp_share(ctx, spec, n_trials: int, log) -> list[dict]:
+    return ilp_params(ctx, spec, max(4, int(n_trials * ILP_SHARE)), log)
+
+
+@strategy("sensitivity-guided", warm_start=_ilp_share)
 def sensitivity_guided(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """The ILP's front first (a third of the budget), then Gaussian-process BO refines it;
     TPE takes over after 100 finished trials."""
     return HandoffSampler(gp(seed=seed, n_trials=n_trials), tpe(seed=seed, n_trials=n_trials), GP_TRIALS)
-
-
-sensitivity_guided.warm_start = lambda ctx, spec, n_trials, log: ilp_params(
-    ctx, spec, max(4, int(n_trials * ILP_SHARE)), log)

@@ -276,7 +276,7 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     study = open_study(spec, url, storage)
     if REFERENCE_ATTR not in study.user_attrs:  # declared once, kept for the study's life
         study.set_user_attr(REFERENCE_ATTR, default_reference(spec, ctx))
-    warm_start = getattr(STRATEGIES.get(spec.sampler), "warm_start", None)
+    warm_start = STRATEGIES.get(spec.sampler).warm_start
     if (warm_start is not None and not study.user_attrs.get("bitnas_warm_start")
             and len(finished_trials(study)) < spec.trials):
         # claimed before the (slow) computation, so a worker joining meanwhile skips it

@@ -1,4 +1,12 @@
-"""The search-space contract and the per-group precision choices every space shares."""
+"""The search-space contract and the per-group precision choices every space shares.
+
+Knob names follow one rule, which samplers, baselines and reports rely on: an
+architecture knob's name has no dot (``depth``, ``width0``); a precision knob is
+``<group>.<knob>`` (``block0.q.w_bits``), where ``<knob>`` is ``w_bits``,
+``a_bits``, ``quantizer``, ``v_bits`` or ``<quantizer>_<option>`` for a quantizer
+option searched per group. Group names may hold dots themselves; the knob is what
+follows the last one (:func:`split_knob`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,24 @@ import torch
 from torch import nn
 
 from bitnas.errors import BitnasError
-from bitnas.plan import Candidate, LayerQuant, QuantPlan, check_bits
+from bitnas.plan import Candidate, LayerQuant, check_bits
 from bitnas.registry import QUANTIZERS
+
+#: the precision knobs every group has (options searched per group come on top)
+PRECISION_KNOBS = ("w_bits", "a_bits", "quantizer", "v_bits")
+
+
+def precision_knob(group: str, knob: str) -> str:
+    """The Optuna param name of a group's precision knob."""
+    return f"{group}.{knob}"
+
+
+def split_knob(name: str) -> tuple[str | None, str]:
+    """(group, knob) of a param name; group None for an architecture knob."""
+    if "." not in name:
+        return None, name
+    group, _, knob = name.rpartition(".")
+    return group, knob
 
 
 def choice_list(value: Any, field: str, *, kind: type = int, minimum: int | None = None) -> tuple:
@@ -48,6 +72,7 @@ class PrecisionChoices:
         a_bits: Sequence[int],
         quantizers: Sequence[str],
         group_w_bits: Mapping[str, Sequence[int]] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.w_bits = tuple(check_bits(b, "space.w_bits") for b in choice_list(w_bits, "space.w_bits"))
         if group_w_bits is not None and not isinstance(group_w_bits, Mapping):
@@ -63,6 +88,8 @@ class PrecisionChoices:
             QUANTIZERS.check(q, "space.quantizers")
             for q in choice_list(quantizers, "space.quantizers", kind=str)
         )
+        #: quantizer -> option -> value, or a list of values searched per group
+        self.options = {q: dict(opts) for q, opts in (options or {}).items()}
 
     def check_groups(self, known: set[str]) -> None:
         """Refuse group_w_bits entries for groups the space does not have."""
@@ -75,26 +102,44 @@ class PrecisionChoices:
         """Every w_bits any group may take."""
         return tuple(sorted({*self.w_bits, *(b for bits in self.group_w_bits.values() for b in bits)}))
 
+    def w_bits_for(self, group: str) -> tuple[int, ...]:
+        """The w_bits ``group`` may take."""
+        return self.group_w_bits.get(group, self.w_bits)
+
     def suggest(self, trial: optuna.trial.BaseTrial, group: str) -> LayerQuant:
-        return LayerQuant(
-            w_bits=choose(trial, f"{group}.w_bits", self.group_w_bits.get(group, self.w_bits)),
-            a_bits=choose(trial, f"{group}.a_bits", self.a_bits),
-            quantizer=choose(trial, f"{group}.quantizer", self.quantizers),
-        )
+        w_bits = choose(trial, precision_knob(group, "w_bits"), self.w_bits_for(group))
+        a_bits = choose(trial, precision_knob(group, "a_bits"), self.a_bits)
+        quantizer = choose(trial, precision_knob(group, "quantizer"), self.quantizers)
+        options = {}
+        for key, value in self.options.get(quantizer, {}).items():
+            values = value if isinstance(value, list | tuple) else [value]
+            options[key] = choose(trial, precision_knob(group, f"{quantizer}_{key}"), values)
+        return LayerQuant(w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, options=options)
 
 
 class SearchSpace(ABC):
     """A model family and its search dimensions (registered by name in ``SPACES``).
 
-    Subclasses take the task's ``input_shape`` and ``num_classes`` plus their own
-    options (the spec's ``[space]`` table) as keyword arguments.
+    Subclasses take the task's ``input_shape`` and ``num_classes``, the spec's
+    ``quantizer_options`` (its [quantizers] tables) and their own options (the
+    spec's ``[space]`` table) as keyword arguments, and set ``precision`` (the
+    per-group precision choices) in ``__init__``. Knob names follow the rule in
+    this module's docstring.
     """
 
     name: str = ""
+    #: the bits, schemes and quantizer options each layer group may take
+    precision: PrecisionChoices
 
-    def __init__(self, *, input_shape: Sequence[int], num_classes: int) -> None:
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int,
+                 quantizer_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.quantizer_options = dict(quantizer_options or {})
+
+    @abstractmethod
+    def all_groups(self) -> list[str]:
+        """Every layer group any candidate of the space may have (for the spec's checks)."""
 
     @abstractmethod
     def suggest(self, trial: optuna.trial.BaseTrial) -> Candidate:
@@ -114,6 +159,3 @@ class SearchSpace(ABC):
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, *self.input_shape)
-
-    def uniform_plan(self, model: nn.Module, w_bits: int, a_bits: int = 8) -> QuantPlan:
-        return QuantPlan.uniform(list(self.layer_groups(model)), w_bits, a_bits)

@@ -33,16 +33,21 @@ class CNNSpace(SearchSpace):
         a_bits: Sequence[int] = (8,),
         quantizers: Sequence[str] = ("uniform",),
         group_w_bits: Mapping[str, Sequence[int]] | None = None,
+        quantizer_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        super().__init__(input_shape=input_shape, num_classes=num_classes)
+        super().__init__(input_shape=input_shape, num_classes=num_classes,
+                         quantizer_options=quantizer_options)
         self.depth = choice_list(depth, "space.depth", minimum=1)
         self.widths = choice_list(widths, "space.widths", minimum=1)
         self.kernel_size = choice_list(kernel_size, "space.kernel_size", minimum=1)
         for k in self.kernel_size:
             if k % 2 == 0:
                 raise BitnasError(f"space.kernel_size must be odd (same padding), got {k}")
-        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits)
-        self.precision.check_groups({g for d in self.depth for g in self.group_names(d)})
+        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
+        self.precision.check_groups(set(self.all_groups()))
+
+    def all_groups(self) -> list[str]:
+        return self.group_names(max(self.depth))
 
     @staticmethod
     def group_names(depth: int) -> list[str]:

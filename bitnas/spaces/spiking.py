@@ -92,8 +92,10 @@ class _SpikingSpace(SearchSpace):
         v_bits: Sequence[int] = (FLOAT_BITS,),
         encoding: str = "direct",
         group_w_bits: Mapping[str, Sequence[int]] | None = None,
+        quantizer_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        super().__init__(input_shape=input_shape, num_classes=num_classes)
+        super().__init__(input_shape=input_shape, num_classes=num_classes,
+                         quantizer_options=quantizer_options)
         if len(self.input_shape) not in (3, 4):
             raise BitnasError(f"space {self.name} needs images [C, H, W] or events [bins, C, H, W], "
                               f"got input shape {self.input_shape}")
@@ -112,8 +114,8 @@ class _SpikingSpace(SearchSpace):
             for h in self.heads:
                 if e % h:
                     raise BitnasError(f"space.embed_dims {e} is not divisible by space.heads {h}")
-        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits)
-        self.precision.check_groups({g for d in self.depth for g in self.group_names(d)})
+        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
+        self.precision.check_groups(set(self.all_groups()))
         self.v_bits = tuple(check_bits(b, "space.v_bits") for b in choice_list(v_bits, "space.v_bits"))
         if min(self.v_bits) < 2:
             raise BitnasError("space.v_bits must be 2..16 or 32 (a membrane needs a sign and a value)")
@@ -124,6 +126,9 @@ class _SpikingSpace(SearchSpace):
         if height != width or height < 8 or height & (height - 1):
             raise BitnasError(f"space {self.name} needs square inputs of 8, 16, 32, ... pixels, "
                               f"got {height}x{width}")
+
+    def all_groups(self) -> list[str]:
+        return self.group_names(max(self.depth))
 
     def group_names(self, depth: int) -> list[str]:
         blocks = [f"block{i}.{part}" for i in range(depth)
@@ -144,7 +149,7 @@ class _SpikingSpace(SearchSpace):
             lq = self.precision.suggest(trial, g)
             # membrane bits only where the group owns neurons: elsewhere they change nothing
             v_bits = choose(trial, f"{g}.v_bits", self.v_bits) if g in owners else FLOAT_BITS
-            layers[g] = type(lq)(lq.w_bits, lq.a_bits, lq.quantizer, v_bits)
+            layers[g] = lq.replace(v_bits=v_bits)
         return Candidate(arch=arch, plan=QuantPlan(layers), space=self.name)
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:

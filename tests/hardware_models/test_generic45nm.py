@@ -10,9 +10,9 @@ from torch import nn
 from bitnas.hardware_models import COST_FIELDS, LayerWorkload, extract_workload, load_constants
 from bitnas.hardware_models.generic45nm import Generic45nm
 from bitnas.plan import LayerQuant, QuantPlan
-from bitnas.registry import HARDWARE, QUANTIZERS, load_builtins
+from bitnas.registry import HARDWARE, QUANTIZERS, load_all
 
-load_builtins()
+load_all()
 
 # A 2-layer net: conv 1->4 channels, 3x3, on 8x8 (same padding), then linear 256 -> 10.
 CONV = LayerWorkload("conv", "conv2d", macs=4 * 8 * 8 * 9, params=36, in_elems=64,

@@ -10,10 +10,10 @@ from torch import nn
 from bitnas.evaluators import EventDigitsTask
 from bitnas.hardware_models import LayerWorkload, SNN45nm, extract_workload, measure_activity
 from bitnas.plan import LayerQuant, QuantPlan
-from bitnas.registry import SPACES, load_builtins
+from bitnas.registry import SPACES, load_all
 from bitnas.spaces.spiking import SpikingClassifier
 
-load_builtins()
+load_all()
 
 # layer 1 sees dense input (events), layer 2 sees spikes at a known rate of 0.25
 DENSE = LayerWorkload("l1", "conv2d", macs=100, params=50, in_elems=20, out_elems=10,

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from bitnas.quantizers import ActivationQuantizer
-from bitnas.registry import QUANTIZERS, load_builtins
+from bitnas.registry import QUANTIZERS, load_all
 
-load_builtins()
+load_all()
 
 
 def sqnr_db(w, wq):

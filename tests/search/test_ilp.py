@@ -66,9 +66,9 @@ def test_perturbation_falls_with_bits():
 
 
 def test_spiking_models_use_the_fisher_trace():
-    from bitnas.registry import SPACES, load_builtins
+    from bitnas.registry import SPACES, load_all
 
-    load_builtins()
+    load_all()
     space = SPACES.create("spikformer", input_shape=(2, 2, 16, 16), num_classes=3, time_steps=[2],
                           embed_dims=[16], depth=[1], heads=[1], mlp_ratio=[2], w_bits=[2, 4])
     torch.manual_seed(0)

@@ -5,13 +5,13 @@ import pytest
 from optuna.trial import FixedTrial
 
 from bitnas.errors import BitnasError
-from bitnas.registry import SPACES, STRATEGIES, load_builtins
+from bitnas.registry import SPACES, STRATEGIES, load_all
 from bitnas.search.strategies import uniform_params
 
 
 @pytest.fixture(scope="module")
 def cnn():
-    load_builtins()
+    load_all()
     return SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[1, 2], widths=[8, 16],
                          w_bits=[2, 4, 8], a_bits=[4, 8], quantizers=["uniform", "pot"])
 
@@ -66,7 +66,7 @@ def test_strategy_is_the_spec_key_and_the_flag(tmp_path):
 
 
 def test_group_w_bits_pins_groups():
-    load_builtins()
+    load_all()
     space = SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[1], widths=[8],
                           w_bits=[2, 4], group_w_bits={"fc": [8]})
     params = uniform_params(space, 2)
@@ -99,7 +99,7 @@ def test_uniform_sampler_ignores_pinned_groups():
 
     from bitnas.search.strategies import UniformPrecisionSampler
 
-    load_builtins()
+    load_all()
     space = SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[2], widths=[8],
                           w_bits=[2, 4], group_w_bits={"conv0": [8]})
     study = optuna.create_study(sampler=UniformPrecisionSampler(0))
@@ -157,7 +157,7 @@ def test_handoff_sampler_switches_after_n_finished_trials():
 def test_sensitivity_guided_is_gp_then_tpe():
     from bitnas.search.strategies import GP_TRIALS, HandoffSampler
 
-    load_builtins()
+    load_all()
     sampler = STRATEGIES.create("sensitivity-guided", seed=0, n_trials=300)
     assert isinstance(sampler, HandoffSampler) and sampler.switch_at == GP_TRIALS
     assert type(sampler.first).__name__ == "GPSampler" and type(sampler.then).__name__ == "TPESampler"

@@ -6,10 +6,10 @@ import torch
 
 from bitnas.evaluators import DigitsTask
 from bitnas.hardware_models import extract_workload
-from bitnas.registry import SPACES, load_builtins
+from bitnas.registry import SPACES, load_all
 from bitnas.search.rebuild import rebuild_candidate
 
-load_builtins()
+load_all()
 
 
 def _space(name):

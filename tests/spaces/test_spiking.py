@@ -10,10 +10,10 @@ from bitnas.hardware_models import extract_workload
 from bitnas.plan import LayerQuant, QuantPlan
 from bitnas.quantizers import fake_quantize
 from bitnas.quantizers.neuron import QuantLIFNode, quantize_membrane
-from bitnas.registry import SPACES, load_builtins
+from bitnas.registry import SPACES, load_all
 from bitnas.spaces.spiking import rebin
 
-load_builtins()
+load_all()
 SPIKING = ["spikformer", "spike_driven_transformer"]
 EVENTS = EventDigitsTask(bins=8).input_shape
 

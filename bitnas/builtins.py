@@ -1,0 +1,19 @@
+"""The built-in modules behind each registry, by entry-point group.
+
+Each module registers its entries with a ``register`` decorator when imported;
+:class:`bitnas.registry.Registry` imports the modules of its own group the first
+time it is asked for a name, so that ``import bitnas`` stays light. A new built-in
+is one module plus one line here; a third-party plugin declares entry points in
+the same groups instead.
+"""
+
+MODULES: dict[str, tuple[str, ...]] = {
+    "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking"),
+    "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot"),
+    "bitnas.tasks": ("bitnas.evaluators.digits", "bitnas.evaluators.event_digits",
+                     "bitnas.evaluators.event_datasets"),
+    "bitnas.hardware": ("bitnas.hardware_models.generic45nm", "bitnas.hardware_models.snn45nm",
+                        "bitnas.hardware_models.loihi"),
+    "bitnas.strategies": ("bitnas.search.strategies",),
+    "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq",),
+}
