@@ -20,10 +20,15 @@ class _Parser(argparse.ArgumentParser):
 def _spec_path(arg: str) -> Path:
     """A spec file, or the name of a bundled experiment (``quickstart``)."""
     p = Path(arg)
-    if p.is_file() or p.suffix == ".toml":
-        return p
-    bundled = resources.files("bitnas.experiments").joinpath(f"{arg}.toml")
-    return Path(str(bundled)) if bundled.is_file() else p
+    if p.is_file() or p.is_dir() or p.suffix == ".toml":
+        return p  # load_spec says what is wrong with a directory or a missing .toml
+    experiments = resources.files("bitnas.experiments")
+    bundled = experiments.joinpath(f"{arg}.toml")
+    if bundled.is_file():
+        return Path(str(bundled))
+    names = sorted(f.name.removesuffix(".toml") for f in experiments.iterdir() if f.name.endswith(".toml"))
+    raise BitnasError(f"{arg} is neither a spec file nor a bundled spec; bundled specs: {', '.join(names)} "
+                      "(or pass the path to a .toml study spec)")
 
 
 def _progress_log(args: argparse.Namespace):

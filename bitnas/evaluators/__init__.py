@@ -7,6 +7,8 @@ from bitnas.evaluators.base import (
     Task,
     TaskData,
     accuracy,
+    macro_f1,
+    predict,
 )
 from bitnas.evaluators.digits import DigitsTask, read_optdigits
 from bitnas.evaluators.ptq import calibrate, calibration_batches, ptq
@@ -22,6 +24,8 @@ __all__ = [
     "TaskData",
     "TrainConfig",
     "accuracy",
+    "macro_f1",
+    "predict",
     "calibrate",
     "calibration_batches",
     "ptq",

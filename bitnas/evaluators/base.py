@@ -1,10 +1,18 @@
-"""Tasks (data + metric) and evaluators (how a model is scored)."""
+"""Tasks (data + metrics) and evaluators (how a model is scored).
+
+A task declares its metrics (name -> natural direction) in ``metrics``; its
+evaluator returns every one of them on the validation split (the search's
+objectives and metric bounds may name any) and the same with a ``test_`` prefix
+on the test split (reported, never optimised). The contract suite checks that an
+evaluator returns what its task declares.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,36 +34,52 @@ class TaskData:
     test: Split
 
 
+#: the metrics of a classification task and their natural directions
+CLASSIFICATION_METRICS: Mapping[str, str] = {"accuracy": "maximize", "macro_f1": "maximize"}
+
+
 class Task(ABC):
     """A dataset with a fixed split and its metrics (registered in ``TASKS``).
 
-    ``metrics`` maps each metric the task reports to its natural direction; the
-    search's objective ``accuracy`` is measured on the validation split, and
-    ``test_accuracy`` is reported beside it but never optimised.
+    ``metrics`` maps each metric the task reports to its natural direction;
+    ``evaluator`` scores a model on the task's data and returns them all.
     """
 
     input_shape: Sequence[int] = ()
     num_classes: int = 0
-    metrics: dict[str, str] = {"accuracy": "maximize"}
+    metrics: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRICS
 
     @abstractmethod
     def load(self, seed: int) -> TaskData:
         """The data, split deterministically by ``seed``."""
 
-    def identity(self) -> dict:
-        """What makes two task instances the same (used in cache keys)."""
-        return {"task": type(self).__name__, **getattr(self, "options", {})}
+    def evaluator(self, data: TaskData) -> Evaluator:
+        """How a model is scored on ``data`` (classification by default)."""
+        return ClassificationEvaluator(data)
 
 
 @torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """Top-1 class of each input."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
+
+
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``split``."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(split), batch_size):
-        logits = model(split.x[i : i + batch_size])
-        correct += int((logits.argmax(dim=1) == split.y[i : i + batch_size]).sum())
-    return correct / len(split)
+    return int((predict(model, split.x, batch_size) == split.y).sum()) / len(split)
+
+
+def macro_f1(pred: Tensor, target: Tensor, num_classes: int | None = None) -> float:
+    """The unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class that
+    is neither present nor predicted is left out (scikit-learn's ``f1_score(average=
+    "macro")`` over the labels seen)."""
+    n = int(max(int(pred.max()), int(target.max())) + 1) if num_classes is None else num_classes
+    confusion = torch.bincount(target * n + pred, minlength=n * n).reshape(n, n).double()
+    tp = confusion.diag()
+    support = 2 * tp + (confusion.sum(0) - tp) + (confusion.sum(1) - tp)
+    seen = support > 0
+    return float((2 * tp[seen] / support[seen]).mean()) if bool(seen.any()) else 0.0
 
 
 class Evaluator(ABC):
@@ -67,7 +91,8 @@ class Evaluator(ABC):
 
 
 class ClassificationEvaluator(Evaluator):
-    """Validation accuracy (the objective) and test accuracy (reported only)."""
+    """Accuracy and macro-F1 on the validation split (objectives) and on the test split
+    (``test_accuracy``, ``test_macro_f1``: reported only)."""
 
     def __init__(self, data: TaskData) -> None:
         self.data = data
@@ -77,8 +102,10 @@ class ClassificationEvaluator(Evaluator):
         """The metrics of the given splits only (the test split is skipped for a model
         about to be fine-tuned)."""
         metrics = {}
-        if "val" in splits:
-            metrics["accuracy"] = accuracy(model, self.data.val)
-        if "test" in splits:
-            metrics["test_accuracy"] = accuracy(model, self.data.test)
+        for split, prefix in (("val", ""), ("test", "test_")):
+            if split in splits:
+                data = getattr(self.data, split)
+                pred = predict(model, data.x)
+                metrics[f"{prefix}accuracy"] = int((pred == data.y).sum()) / len(data)
+                metrics[f"{prefix}macro_f1"] = macro_f1(pred, data.y)
         return metrics

@@ -14,8 +14,6 @@ whole data set takes about a second.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -99,7 +97,3 @@ class EventDigitsTask(DigitsTask):
         x = events_from_images(images, bins=self.bins, size=self.size, seed=seed)
         return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
 
-
-def event_rate(x: torch.Tensor) -> float:
-    """Mean events per pixel per frame: a quick check that a sample is not empty."""
-    return float(x.mean()) if x.numel() else math.nan

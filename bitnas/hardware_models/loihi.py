@@ -77,14 +77,16 @@ class Loihi(HardwareModel):
         steps = max(w.timesteps for w in workload)
         lqs = layer_quants(workload, plan)
         for w, lq, wbits in zip(workload, lqs, weight_bits_per_layer(workload, lqs), strict=True):
-            self.compute_of(lq)  # a synaptic op adds an integer weight: multiply and shift alike
+            # a synaptic op adds an integer weight, multiply and shift alike; each pass of a
+            # multi-pass scheme delivers the spike again
+            passes = self.compute_of(lq).passes
             max_w_bits = max(max_w_bits, lq.w_bits)
             weight_bits_all += wbits
             cores = self.layer_cores(w, wbits)
             total_cores += cores
             rate = 1.0 if w.in_spike_rate is None else w.in_spike_rate
             fraction = rate if w.in_spike_fraction is None else w.in_spike_fraction
-            synops = rate * w.timesteps * w.macs
+            synops = passes * rate * w.timesteps * w.macs
             active = 1.0 - (1.0 - fraction) ** w.fan_in
             updates = w.timesteps * w.out_elems
             spikes = fraction * w.timesteps * w.in_elems

@@ -30,7 +30,8 @@ def _pot_levels(mag: Tensor, e_max: Tensor, n_levels: int) -> Tensor:
     below, above = torch.exp2(lo), torch.exp2(torch.minimum(lo + 1, e_max))
     out = torch.where((mag - below).abs() <= (above - mag).abs(), below, above)
     smallest = torch.exp2(e_min)
-    return torch.where(mag < smallest / 2, torch.zeros_like(mag), out)
+    # an exact zero stays zero even where 2^e_min underflows (an all-zero row at 8 bits)
+    return torch.where((mag < smallest / 2) | (mag == 0), torch.zeros_like(mag), out)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from bitnas.evaluators import (
-    ClassificationEvaluator,
     FPModelCache,
     calibration_batches,
     ptq,
@@ -44,7 +43,7 @@ class SearchContext:
             **spec.space_kwargs(),
         )
         self.hardware = HARDWARE.create(spec.hardware["name"], **spec.hardware_options())
-        self.evaluator = ClassificationEvaluator(self.data)
+        self.evaluator = self.task.evaluator(self.data)
         self.train_cfg = spec.train
         self.calib = calibration_batches(
             self.data.train.x, self.train_cfg.calib_batches, self.train_cfg.batch_size, spec.seed

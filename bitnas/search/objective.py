@@ -139,11 +139,22 @@ class SearchObjective:
         for key_ in deferred:
             if key_ in cost.violations:
                 trial.set_constraint(key_, cost.violations[key_])
+        for bound_key, value in self._metric_violations(cand, metrics).items():
+            trial.set_constraint(bound_key, value)
         if deferred:
             trial.set_user_attr("cost", cost.to_dict())
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("timing_s", timing)
         return self._values(metrics, cost)
+
+    def _metric_violations(self, cand: Candidate, metrics: dict[str, float]) -> dict[str, float]:
+        """The spec's bounds on task metrics (> 0: broken), measured after evaluation; a
+        ``max_drop`` compares with the candidate's own FP model."""
+        out = {}
+        for bound in self.ctx.spec.metric_bounds:
+            fp = self.ctx.fp_metrics(cand)[bound.metric] if bound.max_drop is not None else None
+            out[bound.key()] = bound.violation(float(metrics[bound.metric]), fp)
+        return out
 
     def _values(self, metrics: dict[str, float], cost: Cost) -> list[float]:
         return [float(metrics[o.name]) if o.name in metrics else cost.value(o.name)

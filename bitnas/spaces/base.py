@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import torch
@@ -130,6 +130,10 @@ class SearchSpace(ABC):
     name: str = ""
     #: the bits, schemes and quantizer options each layer group may take
     precision: PrecisionChoices
+    #: the [task] table (and options) of a small task this space runs on, and the [space]
+    #: options of a tiny instance: what the contract suite (tests/contracts) builds and runs
+    example_task: ClassVar[Mapping[str, Any]] = {"name": "digits"}
+    tiny_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int,
                  quantizer_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:

@@ -20,6 +20,7 @@ class CNNSpace(SearchSpace):
     """Small CNN: depth, per-block width and kernel size; bits per conv and the head."""
 
     name = "cnn"
+    tiny_options = {"depth": [1, 2], "widths": [4], "kernel_size": [3]}
 
     def __init__(
         self,

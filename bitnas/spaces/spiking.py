@@ -76,6 +76,9 @@ class SpikingClassifier(nn.Module):
 class _SpikingSpace(SearchSpace):
     """Shared knobs and precision choices of the spiking-transformer spaces."""
 
+    example_task = {"name": "event_digits", "bins": 4, "size": 16}
+    tiny_options = {"time_steps": [2], "embed_dims": [16], "depth": [1], "heads": [1], "mlp_ratio": [2]}
+
     def __init__(
         self,
         *,

@@ -62,3 +62,22 @@ def test_too_few_images_to_split_is_one_clear_error(tmp_path):
     _write_optdigits(tmp_path / "optdigits.tes", 5, 1)
     with pytest.raises(BitnasError, match="cannot split the images"):
         DigitsTask(path=str(tmp_path)).load(0)
+
+
+def test_macro_f1_matches_scikit_learn():
+    import torch
+    from sklearn.metrics import f1_score
+
+    from bitnas.evaluators.base import macro_f1
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        target = torch.randint(0, 5, (60,), generator=gen)
+        pred = torch.where(torch.rand(60, generator=gen) < 0.6, target, torch.randint(0, 5, (60,), generator=gen))
+        expected = f1_score(target.numpy(), pred.numpy(), average="macro")
+        assert macro_f1(pred, target) == pytest.approx(expected, abs=1e-12)
+    # an imbalanced split: accuracy hides the missed class, macro-F1 does not
+    target = torch.tensor([0] * 9 + [1])
+    pred = torch.zeros(10, dtype=torch.long)
+    assert float((pred == target).float().mean()) == pytest.approx(0.9)
+    assert macro_f1(pred, target) == pytest.approx(f1_score(target, pred, average="macro", zero_division=0))

@@ -41,9 +41,13 @@ def test_shape_dtype_and_32_is_float(name, weights):
     assert out.shape == weights.shape and out.dtype == weights.dtype
 
 
-@pytest.mark.parametrize("name", QUANTIZERS.names())
-def test_storage_bits(name):
-    assert QUANTIZERS.create(name).storage_bits(100, 3) == 300
+def test_storage_counts_codes_and_scales_by_hand():
+    # a 4 x 3 weight at 3 bits: 12 codes of 3 bits, and one scale per output row
+    uniform, pot = QUANTIZERS.create("uniform"), QUANTIZERS.create("pot")
+    assert uniform.storage((4, 3), 3).layer_bits == 12 * 3 + 4 * 32  # float scales
+    assert QUANTIZERS.create("uniform", scale_bits=16).storage((4, 3), 3).layer_bits == 36 + 4 * 16
+    assert pot.storage((4, 3), 3).layer_bits == 36 + 4 * 8  # each row's 8-bit top exponent
+    assert uniform.storage((4, 3), 32).layer_bits == pot.storage((4, 3), 32).layer_bits == 12 * 32
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
