@@ -23,8 +23,17 @@ def read_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one UCI optdigits file into (images [N, 8, 8] in 0..16, labels [N])."""
     if not path.is_file():
         raise BitnasError(f"digits file {path} not found; task.path needs optdigits.tra and .tes")
+    not_text = BitnasError(f"{path} is not an optdigits text file (binary, or not UTF-8 text); task.path "
+                           "needs the UCI optdigits.tra and optdigits.tes text files")
+    data = path.read_bytes()
+    if b"\0" in data:  # NUL bytes decode as text, then fail as numbers: name the real cause
+        raise not_text
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:  # else it would reach load()'s ValueError handler and blame the split
+        raise not_text from None
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

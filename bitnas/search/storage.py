@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import json
+import os
 import re
+import shutil
+import sqlite3
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -116,21 +122,186 @@ def _with_driver(url: str) -> str:
     return "postgresql+psycopg://" + url.partition("://")[2]
 
 
+def _refuse_ambiguous_userinfo(url: str) -> None:
+    """A user name or password holding a raw '@' is split at its first '@' by the
+    driver, which then puts the rest of the password into its error messages (as a
+    host name): such a URL cannot work as meant, so it is refused before any driver sees it."""
+    _, userinfo, _, _ = _split_url(url)
+    if "@" in userinfo:
+        raise BitnasError(
+            f"the user name or password in storage URL {mask_url(url)} holds a raw '@', which "
+            "the driver would read as the end of the password; percent-encode it (@ -> %40; "
+            "likewise : -> %3A, / -> %2F)")
+
+
+#: the SQLite tables that mark an Optuna storage (a bare `studies` table could be anyone's)
+_OPTUNA_TABLES = {"studies", "version_info"}
+
+
+def _check_sqlite_read_only(path: Path, url: str) -> None:
+    """Refuse, without writing a byte, a SQLite file that is not an Optuna storage or holds
+    no study: opening it through Optuna would create Optuna's tables in it."""
+    try:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            n_studies = (conn.execute("SELECT count(*) FROM studies").fetchone()[0]
+                         if _OPTUNA_TABLES <= tables else 0)
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise BitnasError(f"cannot open storage {url}: {str(e).splitlines()[0]}; check that the file "
+                          "is an Optuna storage (the study.db of a bitnas run)") from None
+    if not _OPTUNA_TABLES <= tables:
+        raise BitnasError(f"cannot open storage {url}: it is not an Optuna storage (a SQLite file "
+                          "without Optuna's tables); point at the study.db of a bitnas run")
+    if n_studies == 0:
+        raise BitnasError(_no_study(url))
+
+
+def _no_study(url: str) -> str:
+    return f"{mask_url(url)} holds no study; `bitnas search SPEC --storage URL` creates one"
+
+
+def _last_line(path: Path) -> tuple[int, bytes]:
+    """(offset, bytes) of the last line of ``path``, its newline included if it has one;
+    read backwards from the end, as a journal can be large."""
+    with path.open("rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        tail = b""
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+            newline = tail.rfind(b"\n", 0, len(tail) - 1)  # the one before the last line
+            if newline >= 0:
+                return pos + newline + 1, tail[newline + 1 :]
+        return 0, tail
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether ``line`` is one whole journal record (a JSON object)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return False
+
+
+#: how long a reader waits for a journal's unfinished last record to be completed
+JOURNAL_SETTLE_S = 2.0
+#: a journal's first line longer than this is no Optuna record (a create-study op is short)
+_FIRST_LINE_MAX_BYTES = 1 << 20
+
+
+def _journal_problem(path: Path) -> tuple[str | None, int, bytes]:
+    """What is wrong with a journal file, if anything, with its last line and that line's
+    offset. ``unterminated``: a whole last record without its newline; ``cut-off``: a
+    last line with no newline that is no record (a writer killed mid-write, or one
+    still writing); ``no-record``: the same as the only line; ``corrupt``: a last line
+    with its newline that is no record; ``foreign``: a first line that is no record."""
+    offset, line = _last_line(path)
+    with path.open("rb") as f:
+        first = f.readline(_FIRST_LINE_MAX_BYTES)
+    if first.endswith(b"\n") and not _is_record(first):
+        return "foreign", offset, line
+    if line.endswith(b"\n"):
+        return (None if _is_record(line) else "corrupt"), offset, line
+    if _is_record(line):
+        return "unterminated", offset, line
+    return ("cut-off" if offset > 0 else "no-record"), offset, line
+
+
+def _journal_refusal(path: Path, problem: str) -> BitnasError:
+    return BitnasError({
+        "foreign": f"{path} is not an Optuna journal (its first line is not a JSON record); "
+                   "point at a study.log written by bitnas",
+        "no-record": f"{path} holds no whole journal record (not an Optuna journal, or its first "
+                     "record was cut off by a crash); point at a study.log written by bitnas, or "
+                     "remove this file to start afresh",
+        "corrupt": f"journal {path} is corrupt: its last line is not a JSON record (a crashed "
+                   "writer's records glued together?); restore the file from a backup",
+        "cut-off": f"journal {path} ends in a cut-off record (a writer was killed mid-write); "
+                   "`bitnas search` or `bitnas worker` on it repairs it, keeping a backup",
+    }[problem])
+
+
+def _check_journal(path: Path, *, repair: bool) -> None:
+    """Refuse or repair a journal whose last record was cut off by a crash mid-write.
+
+    Optuna's JournalFileBackend skips a last line without a newline, and the next
+    append would be glued onto it, leaving a line no reader can parse. Read-only
+    commands (``repair=False``) wait ``JOURNAL_SETTLE_S`` for a live writer to finish
+    the line, then refuse a cut-off record, writing nothing. Writers (``repair=True``)
+    take the journal's lock, so no other worker is mid-append; a last line that is
+    still cut off then is a crash's: the file is copied to ``<file>.bak-<time>``, the
+    partial line dropped, and stderr says so (a whole last record missing only its
+    newline gets the newline). A file that is no Optuna journal, or whose last line
+    has its newline but is no record (an earlier crash's glued records), is refused
+    either way: it cannot be repaired without losing what it holds.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    problem, offset, line = _journal_problem(path)
+    if problem is None:
+        return
+    if not repair:
+        deadline = time.monotonic() + JOURNAL_SETTLE_S
+        while problem in ("cut-off", "no-record") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            problem, offset, line = _journal_problem(path)
+        if problem not in (None, "unterminated"):  # Optuna reads all but an unterminated record
+            raise _journal_refusal(path, problem)
+        return
+    if problem in ("foreign", "corrupt"):
+        raise _journal_refusal(path, problem)
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))  # the lock appends take
+    lock.acquire()
+    try:
+        problem, offset, line = _journal_problem(path)
+        if problem == "unterminated":
+            with path.open("ab") as f:
+                f.write(b"\n")
+        elif problem == "cut-off":
+            stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S%f")
+            backup = path.with_name(f"{path.name}.bak-{stamp}")
+            with path.open("rb") as src, backup.open("xb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.truncate(path, offset)
+            print(f"bitnas: warning: journal {path} ended in a cut-off record ({len(line)} bytes, "
+                  f"left by a writer killed mid-write); dropped it, the file as it was is kept in "
+                  f"{backup}", file=sys.stderr, flush=True)
+        elif problem is not None:
+            raise _journal_refusal(path, problem)
+    finally:
+        lock.release()
+
+
 def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``: any SQLAlchemy URL, or journal:///path/to/file.log.
 
-    With ``must_exist`` (read-only commands) a local file that is missing or empty
-    is an error, rather than a new empty storage.
+    With ``must_exist`` (read-only commands) nothing is written: a local file that is
+    missing or empty, a SQLite file that is no Optuna storage or holds no study, and a
+    journal whose last record was cut off by a crash are refused. Without it (search,
+    worker) a cut-off journal record is dropped, a backup of the file kept (see
+    ``_check_journal``). A user name or password with a raw '@' is refused either way.
     """
+    _refuse_ambiguous_userinfo(url)
     local = _local_file(url)
     if must_exist and local is not None and (not local.is_file() or local.stat().st_size == 0):
         state = "is empty" if local.is_file() else "does not exist"
         raise BitnasError(f"storage file {local} {state}; point at a run directory that holds a study")
+    if must_exist and local is not None and url.startswith("sqlite:///"):
+        _check_sqlite_read_only(local, url)
     try:
         if url.startswith("journal:"):
             if local is None or not str(local) or str(local) == ".":
                 raise ValueError("a journal URL names a file: journal:///relative/study.log or "
                                  "journal:////absolute/study.log")
+            _check_journal(local, repair=not must_exist)
             local.parent.mkdir(parents=True, exist_ok=True)
             backend = optuna.storages.journal.JournalFileBackend(str(local))
             return optuna.storages.JournalStorage(backend)
@@ -178,6 +349,8 @@ def pick_study(storage: optuna.storages.BaseStorage, url: str, name: str | None)
                 f"no study {name!r} in {mask_url(url)}; studies there: {', '.join(names) or '(none)'}"
             )
         return name
+    if not names:
+        raise BitnasError(_no_study(url))
     if len(names) != 1:
         raise BitnasError(
             f"{mask_url(url)} holds {len(names)} studies; choose one with --study "

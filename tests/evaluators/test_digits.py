@@ -73,7 +73,8 @@ def test_macro_f1_matches_scikit_learn():
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
         target = torch.randint(0, 5, (60,), generator=gen)
-        pred = torch.where(torch.rand(60, generator=gen) < 0.6, target, torch.randint(0, 5, (60,), generator=gen))
+        noise = torch.randint(0, 5, (60,), generator=gen)
+        pred = torch.where(torch.rand(60, generator=gen) < 0.6, target, noise)
         expected = f1_score(target.numpy(), pred.numpy(), average="macro")
         assert macro_f1(pred, target) == pytest.approx(expected, abs=1e-12)
     # an imbalanced split: accuracy hides the missed class, macro-F1 does not
