@@ -12,7 +12,7 @@ import functools
 import math
 import tomllib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar
@@ -31,14 +31,25 @@ COST_FIELDS = ("energy_j", "latency_s", "weight_bytes", "peak_act_bytes")
 ENERGY_FIELDS = ("compute_energy_j", "weight_energy_j", "act_energy_j", "state_energy_j")
 #: every bit-width a plan may hold
 ALL_WEIGHT_BITS = frozenset([*range(1, MAX_INT_BITS + 1), FLOAT_BITS])
+#: the op kinds with weights (they hold the group's w_bits and run its quantizer's compute)
+WEIGHTED_KINDS = frozenset({"conv1d", "conv2d", "linear"})
+#: every op kind a workload may hold (LayerWorkload.kind): weighted layers; "matmul", products of
+#: two activations (attention); "pool"; "norm"; "eltwise", element-wise adds (residuals). A model
+#: refuses a kind it does not price (:func:`refuse_kind`), never costs it as a weighted MAC.
+OP_KINDS = WEIGHTED_KINDS | {"matmul", "pool", "norm", "eltwise"}
 
 
 @dataclass(frozen=True)
 class LayerWorkload:
-    """What one quantizable layer does in one inference (batch 1), independent of bits."""
+    """What one counted op does in one inference (batch 1), independent of bits.
+
+    ``macs`` is the op's work per sample and step: products for the weighted kinds and
+    "matmul", adds or compares for "pool" and "eltwise", multiply-adds for "norm". Ops
+    without weights have ``params = 0``: no weight storage, no weight energy.
+    """
 
     name: str
-    kind: str  # "conv2d" | "linear"
+    kind: str  # one of OP_KINDS
     macs: int
     params: int  # weight elements (quantized at the group's w_bits)
     in_elems: int
@@ -49,10 +60,22 @@ class LayerWorkload:
     bias_params: int = 0  # kept at 32 bits
     timesteps: int = 1
     in_spike_rate: float | None = None
-    state_elems: int = 0  # membrane potentials of the spiking neurons the group owns (per step)
+    #: membrane potentials (per sample) of the spiking neurons this op feeds: each neuron's
+    #: state sits on the closest preceding op of the neuron's group (see extract_workload)
+    state_elems: int = 0
     # share of the layer's inputs that carry a spike (in_spike_rate counts synaptic ops, which
     # padding dilutes); routing and neuron activity depend on this one
     in_spike_fraction: float | None = None
+    #: a BatchNorm that folds into the preceding layer's weights at inference: counted, but no
+    #: model charges it anything (its shift becomes that layer's bias, not charged either)
+    folded: bool = False
+    #: the module whose forward the op belongs to ("" for a hand-made workload: the name)
+    module: str = ""
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the op holds weights (a convolution or a linear layer)."""
+        return self.kind in WEIGHTED_KINDS
 
     @property
     def fan_in(self) -> int:
@@ -213,6 +236,9 @@ def weight_bits_per_layer(workload: Sequence[LayerWorkload], lqs: Sequence[Layer
     seen: set[str] = set()
     out = []
     for layer, lq in zip(workload, lqs, strict=True):
+        if not layer.weighted:  # its group's scheme stores nothing for an op without weights
+            out.append(32 * layer.bias_params)
+            continue
         st = weight_storage(layer, lq)
         shared = sum(bits for key, bits in st.shared.items() if key not in seen)
         seen.update(st.shared)
@@ -224,6 +250,35 @@ def weight_bits(layer: LayerWorkload, lq: LayerQuant) -> int:
     """Bits one layer's weights occupy under its scheme (scales and tables included, shared
     structures too), biases at 32 bits."""
     return weight_bits_per_layer([layer], [lq])[0]
+
+
+def act_bits_per_layer(workload: Sequence[LayerWorkload], in_bits: Sequence[int],
+                       last_out_bits: int = 32) -> list[int]:
+    """Activation bits each op holds while it runs: its input (``in_bits`` per element) and its
+    output (at the width the next op reads it, ``last_out_bits`` after the last). A folded op
+    does not exist at inference: it holds nothing and is skipped as "next"."""
+    live = [i for i, w in enumerate(workload) if not w.folded]
+    out = [0] * len(workload)
+    for pos, i in enumerate(live):
+        nxt = in_bits[live[pos + 1]] if pos + 1 < len(live) else last_out_bits
+        out[i] = workload[i].in_elems * in_bits[i] + workload[i].out_elems * nxt
+    return out
+
+
+def live_peak_bytes(act_bits: Sequence[int], state_bits: Sequence[int]) -> int:
+    """``peak_act_bytes``, the live set: the most that must be held at once, over ops in
+    execution order. That is one op's input and output activations (``act_bits``, per step)
+    plus every neuron's state (``state_bits``): membranes persist across time steps, so all of
+    them, of every layer, are live for the whole inference."""
+    return math.ceil((max(act_bits, default=0) + sum(state_bits)) / 8)
+
+
+def refuse_kind(model: HardwareModel, layer: LayerWorkload, priced: Iterable[str],
+                why: str = "") -> BitnasError:
+    """The one-line error for an op ``model`` does not price (the caller raises it)."""
+    label = model.name or type(model).__name__
+    return BitnasError(f"hardware {label} cannot price {layer.kind!r} ops (op {layer.name}{why}); "
+                       f"it prices {', '.join(sorted(priced))}: choose another hardware model")
 
 
 @dataclass(frozen=True)

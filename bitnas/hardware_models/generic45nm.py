@@ -1,25 +1,32 @@
 """The `generic45nm` reference model: Horowitz 45 nm energies, a stated MAC rate and clock.
 
-Per layer, with w and a the group's weight and activation bits:
-- multiply energy = E_mul8 * (w * a) / 64 (a multiplier grows with the product of
-  operand widths); float (either side 32) costs a 32-bit float multiply; a
-  power-of-two weight (quantizer "pot") needs only a shift, charged as an a-bit add;
-- add energy = E_add32 * acc / 32 with acc = min(32, w + a + ceil(log2 fan_in)),
-  the narrowest accumulator that cannot overflow (an adder grows linearly with width);
-- weight traffic: every stored weight bit (biases at 32 bits) read once per
-  inference, at the per-bit SRAM read energy of a memory the size of all weights;
-- activation traffic: the layer's input read at a bits and its output written at
-  the next layer's a bits (32 after the last layer), at the per-bit energy of a
-  memory the size of the peak activation footprint; writes cost as much as reads;
-- latency = ceil(MACs / macs_per_cycle) / clock.
-A layer that runs over several time steps (``timesteps``, spiking models) repeats
-its compute, activation traffic and latency every step; its weights are read once.
+Per op, with w and a the group's weight and activation bits (kinds: see ``OP_KINDS``):
+- a weighted layer's MAC: multiply energy = E_mul8 * (w * a) / 64 (a multiplier grows
+  with the product of operand widths); float (either side 32) costs a 32-bit float
+  multiply; a power-of-two weight (quantizer "pot") needs only a shift, charged as an
+  a-bit add; add energy = E_add32 * acc / 32 with acc = min(32, w + a + ceil(log2
+  fan_in)), the narrowest accumulator that cannot overflow (an adder grows linearly);
+- a product of two activations ("matmul": attention) is a MAC at a x a bits;
+- a pool's compares or adds and an element-wise add ("eltwise") cost an a-bit add each,
+  E_add32 * a / 32 (a 32-bit float add at 32 bits);
+- a norm costs a multiply-add per element at a x a bits, except a BatchNorm that folds
+  into the preceding layer's weights at inference (``folded``): it costs nothing at all;
+- weight traffic: every stored weight bit (biases and other 32-bit parameters included)
+  read once per inference, at the per-bit SRAM read energy of a memory the size of all
+  weights; ops without weights read none;
+- activation traffic: an op's input read at a bits and its output written at the next
+  op's a bits (32 after the last), at the per-bit energy of a memory the size of the
+  peak activation footprint (``peak_act_bytes``: the largest op's input plus output);
+  writes cost as much as reads;
+- latency = ceil(ops / macs_per_cycle) / clock, adds and compares at the MAC rate.
+An op that runs over several time steps (``timesteps``, spiking models) repeats its
+compute, activation traffic and latency every step; its weights are read once.
 This treats every input as dense: an upper bound for a spiking net, whose
 event-driven costs are the business of the ``snn45nm`` and ``loihi`` models.
 SRAM energy per bit is interpolated log-linearly in size between Horowitz's 8 KB,
 32 KB and 1 MB points; anything above 1 MB is charged at DRAM energy.
-The model assumes a chain of layers (the CNN spaces); it has no capacity limits
-of its own, so memory budgets come from the spec's [constraints].
+The model assumes a chain of ops run one after another (the CNN spaces); it has no
+capacity limits of its own, so memory budgets come from the spec's [constraints].
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ from collections.abc import Mapping, Sequence
 
 from bitnas.accounting import Compute, ComputeKind
 from bitnas.hardware_models.base import (
+    OP_KINDS,
     Cost,
     HardwareModel,
     LayerWorkload,
+    act_bits_per_layer,
     layer_quants,
+    live_peak_bytes,
+    refuse_kind,
     weight_bits_per_layer,
 )
-from bitnas.plan import FLOAT_BITS, QuantPlan
+from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan
 from bitnas.registry import HARDWARE
 
 PJ = 1e-12
@@ -93,26 +104,36 @@ class Generic45nm(HardwareModel):
             return compute.passes * c["fp32_mult_pj"], compute.passes * c["fp32_add_pj"]
         return int_mac_energy_pj(c, w_bits, a_bits, fan_in, compute)
 
+    def op_energy_pj(self, layer: LayerWorkload, lq: LayerQuant) -> tuple[float, int]:
+        """(energy of one of the op's ``macs`` in pJ, passes per op), by kind."""
+        c, a = self.c, lq.a_bits
+        if layer.weighted:
+            compute = self.compute_of(lq)
+            return sum(self.mac_energy_pj(lq.w_bits, a, layer.fan_in, compute)), compute.passes
+        if layer.kind == "matmul":
+            return sum(self.mac_energy_pj(a, a, layer.fan_in)), 1
+        if layer.kind in ("pool", "eltwise"):
+            return (c["fp32_add_pj"] if a >= FLOAT_BITS else c["int32_add_pj"] * a / 32), 1
+        if layer.kind == "norm":
+            return (0.0 if layer.folded else sum(self.mac_energy_pj(a, a, 1))), 1
+        raise refuse_kind(self, layer, OP_KINDS)
+
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
         lqs = layer_quants(workload, plan)
         wbits = weight_bits_per_layer(workload, lqs)
-        out_bits = [lq.a_bits for lq in lqs[1:]] + [32]
-        act_bits = [
-            layer.in_elems * lq.a_bits + layer.out_elems * ob
-            for layer, lq, ob in zip(workload, lqs, out_bits, strict=True)
-        ]
+        act_bits = act_bits_per_layer(workload, [lq.a_bits for lq in lqs])
         weight_bytes = math.ceil(sum(wbits) / 8)
-        peak_act_bytes = math.ceil(max(act_bits) / 8)
+        peak_act_bytes = live_peak_bytes(act_bits, [])
         w_pj_bit = sram_pj_per_bit(weight_bytes, c)
         a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
 
         per_layer: dict[str, dict[str, float]] = {}
         for layer, lq, wb, ab in zip(workload, lqs, wbits, act_bits, strict=True):
-            compute = self.compute_of(lq)
-            mul_pj, add_pj = self.mac_energy_pj(lq.w_bits, lq.a_bits, layer.fan_in, compute)
+            op_pj, passes = self.op_energy_pj(layer, lq)
             steps = layer.timesteps
-            compute_j = steps * layer.macs * (mul_pj + add_pj) * PJ
+            ops = 0 if layer.folded else steps * layer.macs
+            compute_j = ops * op_pj * PJ
             weight_j = wb * w_pj_bit * PJ
             act_j = steps * ab * a_pj_bit * PJ
             per_layer[layer.name] = {
@@ -121,9 +142,9 @@ class Generic45nm(HardwareModel):
                 "act_energy_j": act_j,
                 "state_energy_j": 0.0,
                 "energy_j": compute_j + weight_j + act_j,
-                "latency_s": steps * compute.passes * math.ceil(layer.macs / c["macs_per_cycle"])
-                / c["clock_hz"],
+                "latency_s": 0.0 if layer.folded else steps * passes * math.ceil(
+                    layer.macs / c["macs_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,
-                "macs": float(steps * layer.macs),
+                "macs": float(ops),
             }
         return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)

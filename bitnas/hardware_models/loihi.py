@@ -1,11 +1,12 @@
 """The `loihi` model: Intel Loihi-class neuromorphic cores (Davies et al., IEEE Micro 2018).
 
-Per layer, with T the steps it runs, r its measured synaptic rate (SynOps per
-possible product) and f the measured share of its inputs that spike (they differ
-where padding drops border products; without a measurement f = r, and a
-dense-input layer is taken to receive a spike on every input each step, an upper
-bound: Loihi only takes spikes):
-- synaptic ops: SOP = r * T * MACs, at E_synop each;
+Per weighted layer or attention product ("matmul"), with T the steps it runs, r its
+measured synaptic rate (SynOps per possible product) and f the measured share of its
+inputs that spike (they differ where padding drops border products; without a
+measurement f = r, and a dense-input layer is taken to receive a spike on every input
+each step, an upper bound: Loihi only takes spikes):
+- synaptic ops: SOP = r * T * MACs (times the passes of a multi-pass weight scheme), at
+  E_synop each;
 - neuron updates: every output compartment every step; a compartment is active
   when at least one input spike reaches it, P = 1 - (1 - f)^fan_in;
 - spike routing: input spikes = f * T * inputs, each delivered in its tile plus
@@ -16,9 +17,18 @@ bound: Loihi only takes spikes):
   synaptic ops, neuron updates and spike deliveries are shared by the cores its
   compartments occupy (cores added only to hold weights store, but do not compute);
 - static energy: static power per used core times latency.
+Loihi has no primitive for a product of two activations (spike times spike): an
+attention's products are charged as synaptic ops at the measured rate, with its outputs
+as compartments. This is an estimate. So are element-wise adds ("eltwise", residuals)
+and pools: they are charged as synaptic ops only (the adds SpikingJelly counts, or every
+compare of a pool), taken to run in the dendrites of the compartments they feed, with no
+compartments, cores, routing or step time of their own. A BatchNorm folded into the
+weights (``folded``) costs nothing; any other norm cannot run on Loihi and is refused.
 Infeasible (``violations`` > 0): more cores than the chip has, or weights wider than
 9 bits (float included). Compartment state is Loihi's 24-bit membrane, or v_bits
-if narrower.
+if narrower. ``peak_act_bytes`` is the live set (see
+:func:`~bitnas.hardware_models.base.live_peak_bytes`): the largest op's input and output
+spikes (1 bit each) plus every compartment's state.
 """
 
 from __future__ import annotations
@@ -28,10 +38,14 @@ from collections.abc import Sequence
 
 from bitnas.hardware_models.base import (
     ENERGY_FIELDS,
+    OP_KINDS,
     Cost,
     HardwareModel,
     LayerWorkload,
+    act_bits_per_layer,
     layer_quants,
+    live_peak_bytes,
+    refuse_kind,
     weight_bits_per_layer,
 )
 from bitnas.plan import QuantPlan
@@ -77,16 +91,32 @@ class Loihi(HardwareModel):
         steps = max(w.timesteps for w in workload)
         lqs = layer_quants(workload, plan)
         for w, lq, wbits in zip(workload, lqs, weight_bits_per_layer(workload, lqs), strict=True):
-            # a synaptic op adds an integer weight, multiply and shift alike; each pass of a
-            # multi-pass scheme delivers the spike again
-            passes = self.compute_of(lq).passes
-            max_w_bits = max(max_w_bits, lq.w_bits)
+            passes = 1
+            if w.weighted:
+                # a synaptic op adds an integer weight, multiply and shift alike; each pass of a
+                # multi-pass scheme delivers the spike again
+                passes = self.compute_of(lq).passes
+                max_w_bits = max(max_w_bits, lq.w_bits)
+            elif w.kind == "norm" and not w.folded:
+                raise refuse_kind(self, w, OP_KINDS - {"norm"},
+                                  ": a normalization that does not fold into weights")
+            elif w.kind not in OP_KINDS:
+                raise refuse_kind(self, w, OP_KINDS)
             weight_bits_all += wbits
+            rate = 1.0 if w.in_spike_rate is None else w.in_spike_rate
+            synops = 0.0 if w.folded else passes * rate * w.timesteps * w.macs
+            if not (w.weighted or w.kind == "matmul"):  # dendritic adds: no compartments of their own
+                synop_j = synops * c["synop_pj"] * PJ
+                per_layer[w.name] = {
+                    "synop_energy_j": synop_j, "neuron_energy_j": 0.0, "routing_energy_j": 0.0,
+                    "compute_energy_j": synop_j, "weight_energy_j": 0.0, "act_energy_j": 0.0,
+                    "state_energy_j": 0.0, "synops": synops, "cores": 0.0,
+                    "weight_bytes": wbits / 8, "core_step_s": 0.0,
+                }
+                continue
             cores = self.layer_cores(w, wbits)
             total_cores += cores
-            rate = 1.0 if w.in_spike_rate is None else w.in_spike_rate
             fraction = rate if w.in_spike_fraction is None else w.in_spike_fraction
-            synops = passes * rate * w.timesteps * w.macs
             active = 1.0 - (1.0 - fraction) ** w.fan_in
             updates = w.timesteps * w.out_elems
             spikes = fraction * w.timesteps * w.in_elems
@@ -115,11 +145,11 @@ class Loihi(HardwareModel):
         latency_s = steps * (step_s + c["barrier_ns"] * NS)
         static_j = c["static_w_per_core"] * total_cores * latency_s
         for p in per_layer.values():
-            p["static_energy_j"] = static_j * p["cores"] / total_cores
+            p["static_energy_j"] = static_j * p["cores"] / max(1, total_cores)
             p["energy_j"] = (p["synop_energy_j"] + p["neuron_energy_j"] + p["routing_energy_j"]
                              + p["static_energy_j"])
             # the chip's time is shared; each layer is charged its cores' share of it
-            p["latency_s"] = latency_s * p["cores"] / total_cores
+            p["latency_s"] = latency_s * p["cores"] / max(1, total_cores)
         hi = max(self.supported_weight_bits)
         violations = {
             "loihi_cores": total_cores / c["cores"] - 1.0,
@@ -131,8 +161,9 @@ class Loihi(HardwareModel):
             energy_j=sum(p["energy_j"] for p in per_layer.values()),
             latency_s=latency_s,
             weight_bytes=math.ceil(weight_bits_all / 8),
-            peak_act_bytes=max(math.ceil(w.state_elems * min(MEMBRANE_BITS, lq.v_bits) / 8)
-                               for w, lq in zip(workload, lqs, strict=True)),
+            peak_act_bytes=live_peak_bytes(
+                act_bits_per_layer(workload, [1] * len(workload), last_out_bits=1),
+                [w.state_elems * min(MEMBRANE_BITS, lq.v_bits) for w, lq in zip(workload, lqs, strict=True)]),
             per_layer=per_layer,
             violations=violations,
             fields={**parts, "cores": float(total_cores)},

@@ -1,28 +1,54 @@
 """The `snn45nm` model: the Spikformer energy convention, scaled with bit-widths.
 
-Per layer, with w, a and v the group's weight, activation and membrane bits and T
-the steps the layer runs:
-- a dense-input layer (``in_spike_rate`` None) does T * MACs multiply-accumulates
-  at E_MAC(w, a): E_mul8 * w*a/64 + E_add32 * acc/32 with acc = min(32, w + a +
-  ceil(log2 fan_in)), a shift instead of the multiply for power-of-two weights,
-  and 4.6 pJ when w or a is 32 (float);
-- a spike-input layer does SOP = rate * T * MACs accumulates at E_AC(w) =
-  E_add32 * acc/32 with acc = min(32, w + ceil(log2 fan_in)), or 0.9 pJ at 32 bits.
-At 32 bits this is E = 4.6 pJ * MACs(dense) + 0.9 pJ * sum SOP over the
-convolution and linear layers, the convention SpikingJelly's SimpleEnergy
-implements. Left out, as SimpleEnergy does not: BatchNorm (it folds into weights
-and thresholds) and the neuron updates; left out although SimpleEnergy counts
-them: residual adds, pooling and means, and the spike-times-spike attention
-products, which belong to no layer group (about 1-5 % of the compute energy of
-the small transformers tested).
-Memory, per bit at the SRAM energy of a memory the size of what it holds
-(Horowitz's 8 KB / 32 KB / 1 MB points, log-interpolated; DRAM above 1 MB):
-weights read once per time step; each spiking neuron's membrane that the group
-owns (``state_elems``) read and written once per step at v bits; input spikes
-(1 bit) or dense inputs (a bits) read per step.
-Without measured rates (the static pass before evaluation) every layer is costed
-as dense multiply-accumulates on a_bits inputs: an upper bound, used only to
-check the bounds that do not depend on activity.
+Per op, with w, a and v the group's weight, activation and membrane bits and T the
+steps the op runs (kinds: see ``OP_KINDS``):
+- a weighted layer with dense input (``in_spike_rate`` None) does T * MACs
+  multiply-accumulates at E_MAC(w, a): E_mul8 * w*a/64 + E_add32 * acc/32 with acc =
+  min(32, w + a + ceil(log2 fan_in)), a shift instead of the multiply for power-of-two
+  weights, and 4.6 pJ when w or a is 32 (float);
+- a weighted layer with spike input does SOP = rate * T * MACs accumulates at E_AC(w) =
+  E_add32 * acc/32 with acc = min(32, w + ceil(log2 fan_in)), or 0.9 pJ at 32 bits;
+- a product of two activations ("matmul": attention) is priced the same way with a in
+  place of w: spike-times-spike (or spike-times-activation) products are synaptic ops at
+  E_AC(a), charged with the rate SpikingJelly measures, dense products MACs at E_MAC(a, a);
+- "eltwise" adds (residuals) are the adds SpikingJelly counts (one per spike where both
+  operands are spikes, else one per element) and "pool" ops their window's compares or
+  adds, each at E_add(a) = E_add32 * a/32, or 0.9 pJ at 32 bits;
+- "norm": a BatchNorm that folds into the preceding layer (``folded``) costs nothing;
+  any other norm a multiply-add per element at E_MAC(a, a).
+Without measured rates (the static pass before evaluation) every product is costed as
+dense multiply-accumulates and every add as done on every element: an upper bound,
+used only to check the bounds that do not depend on activity.
+
+At 32 bits the compute energy is E = 4.6 pJ * MACs + 0.9 pJ * ACs, the convention of
+SpikingJelly 2.0.0's SimpleEnergy (``estimate_simple_energy``), and it counts what
+SimpleEnergy's MACCounter and ACCounter count in the network: the layers' dense MACs and
+synaptic ops, the attention products, the residual adds, the average pools and means
+(tests/hardware_models/test_snn45nm.py checks this to 1e-9; ``estimate_simple_energy``
+itself adds, as ACs, a reduction its own memory counter runs inside the profiled pass,
+0.1-0.3 % on the small transformers). What differs, exactly:
+- max-pooling: SimpleEnergy has no rule for it (counts nothing); snn45nm charges a
+  compare per window element;
+- BatchNorm: SimpleEnergy counts its multiply-adds unless told to ignore BatchNorm; here
+  it folds into the weights and costs nothing;
+- the spiking neurons' arithmetic: SimpleEnergy's ACCounter counts the element-wise adds
+  and subtracts of SpikingJelly's neuron code (charge, fire, reset: about six per neuron
+  and step, some counted per spike) unless BaseNode is ignored; snn45nm charges a neuron
+  by its state traffic only (below), as SimpleEnergy also does;
+- ops outside the network: bitnas's wrapper integrates event bins into T frames and
+  averages the outputs over T (adds SimpleEnergy counts when given the whole wrapper).
+Memory is a different convention. SimpleEnergy charges a flat 24.96 pJ per byte at the
+runtime dtype (4 bytes for float): one weight (and bias) read per MAC or synaptic op
+that uses it, and each neuron's state read and written once per step; it charges no
+activation traffic. snn45nm charges per bit at the SRAM energy of a memory the size of
+what it holds (Horowitz's 8 KB / 32 KB / 1 MB points, log-interpolated; DRAM above 1 MB):
+all of a layer's stored weight bits read once per step (not once per use); each neuron's
+membrane (``state_elems``, on the op that feeds it) read and written once per step at v
+bits; an op's inputs read per step, spikes at 1 bit and dense inputs at a bits (adds,
+pools and norms read a-bit inputs). Weightless ops hold and read no weights.
+The activation memory is sized by ``peak_act_bytes``, the live set (see
+:func:`~bitnas.hardware_models.base.live_peak_bytes`): the largest op's input and output
+(the output at the width the next op reads it) plus every membrane of the network.
 """
 
 from __future__ import annotations
@@ -32,14 +58,18 @@ from collections.abc import Sequence
 
 from bitnas.accounting import Compute
 from bitnas.hardware_models.base import (
+    OP_KINDS,
     Cost,
     HardwareModel,
     LayerWorkload,
+    act_bits_per_layer,
     layer_quants,
+    live_peak_bytes,
+    refuse_kind,
     weight_bits_per_layer,
 )
-from bitnas.hardware_models.generic45nm import int_mac_energy_pj, sram_pj_per_bit
-from bitnas.plan import FLOAT_BITS, QuantPlan
+from bitnas.hardware_models.generic45nm import MULTIPLY, int_mac_energy_pj, sram_pj_per_bit
+from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan
 from bitnas.registry import HARDWARE
 
 PJ = 1e-12
@@ -67,28 +97,50 @@ class SNN45nm(HardwareModel):
             return compute.passes * self.c["fp32_ac_pj"]
         return compute.passes * self.c["int32_add_pj"] * min(32, w_bits + math.ceil(math.log2(fan_in))) / 32
 
+    def add_pj(self, bits: int) -> float:
+        """One add or compare of ``bits``-bit values (an element-wise add, a pool's compare)."""
+        return self.c["fp32_ac_pj"] if bits >= FLOAT_BITS else self.c["int32_add_pj"] * min(32, bits) / 32
+
+    def ops_pj(self, w: LayerWorkload, lq: LayerQuant) -> tuple[float, float, int]:
+        """(ops in one inference, pJ per op, passes per op) of one op, by kind."""
+        steps, a = w.timesteps, lq.a_bits
+        dense = steps * w.macs
+        measured = dense if w.in_spike_rate is None else w.in_spike_rate * dense
+        if w.weighted:
+            compute = self.compute_of(lq)
+            if w.in_spike_rate is None:
+                return dense, self.mac_pj(lq.w_bits, a, w.fan_in, compute), compute.passes
+            return measured, self.ac_pj(lq.w_bits, w.fan_in, compute), compute.passes
+        if w.kind == "matmul":  # the other operand is an activation: a bits stand in for w
+            if w.in_spike_rate is None:
+                return dense, self.mac_pj(a, a, w.fan_in, MULTIPLY), 1
+            return measured, self.ac_pj(a, w.fan_in, MULTIPLY), 1
+        if w.kind == "eltwise":
+            return measured, self.add_pj(a), 1
+        if w.kind == "pool":
+            return dense, self.add_pj(a), 1
+        if w.kind == "norm":
+            return (0.0, 0.0, 1) if w.folded else (dense, self.mac_pj(a, a, 1, MULTIPLY), 1)
+        raise refuse_kind(self, w, OP_KINDS)
+
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
         lqs = layer_quants(workload, plan)
         wbits = weight_bits_per_layer(workload, lqs)
         state_bits = [w.state_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
-        in_bits = [w.in_elems * (lq.a_bits if w.in_spike_rate is None else 1)
-                   for w, lq in zip(workload, lqs, strict=True)]
+        # spikes are read at 1 bit by the ops that take them as synaptic input
+        width = [1 if w.in_spike_rate is not None and (w.weighted or w.kind == "matmul") else lq.a_bits
+                 for w, lq in zip(workload, lqs, strict=True)]
+        in_bits = [0 if w.folded else w.in_elems * b for w, b in zip(workload, width, strict=True)]
         weight_bytes = math.ceil(sum(wbits) / 8)
-        peak_act_bytes = math.ceil(max(i + s for i, s in zip(in_bits, state_bits, strict=True)) / 8)
+        peak_act_bytes = live_peak_bytes(act_bits_per_layer(workload, width), state_bits)
         w_pj_bit = sram_pj_per_bit(weight_bytes, c)
         a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
 
         per_layer: dict[str, dict[str, float]] = {}
         for w, lq, wb, sb, ib in zip(workload, lqs, wbits, state_bits, in_bits, strict=True):
             steps = w.timesteps
-            compute = self.compute_of(lq)
-            if w.in_spike_rate is None:
-                ops = steps * w.macs
-                op_pj = self.mac_pj(lq.w_bits, lq.a_bits, w.fan_in, compute)
-            else:
-                ops = w.in_spike_rate * steps * w.macs
-                op_pj = self.ac_pj(lq.w_bits, w.fan_in, compute)
+            ops, op_pj, passes = self.ops_pj(w, lq)
             compute_j = ops * op_pj * PJ
             weight_j = steps * wb * w_pj_bit * PJ
             state_j = steps * 2 * sb * a_pj_bit * PJ
@@ -101,7 +153,7 @@ class SNN45nm(HardwareModel):
                 "energy_j": compute_j + weight_j + state_j + act_j,
                 "ops": float(ops),
                 "dense": 1.0 if w.in_spike_rate is None else 0.0,
-                "latency_s": math.ceil(compute.passes * ops / c["ops_per_cycle"]) / c["clock_hz"],
+                "latency_s": math.ceil(passes * ops / c["ops_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,
             }
         return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)

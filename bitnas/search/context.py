@@ -16,7 +16,6 @@ from bitnas.evaluators import (
     train_fp,
 )
 from bitnas.hardware_models import Cost, LayerWorkload, extract_workload, measure_activity
-from bitnas.hardware_models.workload import neuron_state_elems, with_state
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import HARDWARE, SPACES, TASKS
 from bitnas.spec import StudySpec
@@ -60,10 +59,7 @@ class SearchContext:
             model = self.space.build(cand.arch_dict())
             groups = self.space.layer_groups(model)
             example = self.space.example_input()
-            workload = extract_workload(model, example, groups)
-            neurons = self.space.neuron_groups(model)
-            if neurons:
-                workload = with_state(workload, neuron_state_elems(model, example, neurons))
+            workload = extract_workload(model, example, groups, self.space.neuron_groups(model))
             self._structure[key] = (groups, workload)
         return self._structure[key]
 
@@ -97,8 +93,10 @@ class SearchContext:
             torch.manual_seed(self.spec.seed)
             return self.space.build(arch)
 
+        checkpoint = self.fp_cache.checkpoint_path(identity)  # a killed run resumes training
         return self.fp_cache.get(
-            identity, build, lambda m: train_fp(m, self.data.train, self.train_cfg, self.spec.seed)
+            identity, build, lambda m: train_fp(m, self.data.train, self.train_cfg, self.spec.seed,
+                                                checkpoint=checkpoint)
         )
 
     def quantized(self, cand: Candidate, plan: QuantPlan | None = None,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bitnas.hardware_models import COST_FIELDS, LayerWorkload, extract_workload, load_constants
+from bitnas.hardware_models.base import ENERGY_FIELDS
 from bitnas.hardware_models.generic45nm import Generic45nm
 from bitnas.plan import LayerQuant, QuantPlan
 from bitnas.registry import HARDWARE, QUANTIZERS, load_all
@@ -16,9 +17,9 @@ load_all()
 
 # A 2-layer net: conv 1->4 channels, 3x3, on 8x8 (same padding), then linear 256 -> 10.
 CONV = LayerWorkload("conv", "conv2d", macs=4 * 8 * 8 * 9, params=36, in_elems=64,
-                     out_elems=256, group="conv", bias_params=4)
+                     out_elems=256, group="conv", weight_shape=(4, 1, 3, 3), bias_params=4)
 FC = LayerWorkload("fc", "linear", macs=2560, params=2560, in_elems=256, out_elems=10,
-                   group="fc", bias_params=10)
+                   group="fc", weight_shape=(10, 256), bias_params=10)
 TWO_LAYERS = [CONV, FC]
 
 
@@ -33,11 +34,12 @@ def test_two_layer_net_hand_computed():
     assert cost.per_layer["conv"]["compute_energy_j"] == pytest.approx(345.6e-12)
     assert cost.per_layer["fc"]["compute_energy_j"] == pytest.approx(272e-12)
 
-    # weights: conv 36*4 + 4*32 = 272 bits, fc 2560*2 + 10*32 = 5440 bits; 5712 bits = 714 bytes
-    # <= 8 KB, so 10 pJ / 64 bit = 0.15625 pJ per bit.
-    assert cost.weight_bytes == 714
-    assert cost.per_layer["conv"]["weight_energy_j"] == pytest.approx(272 * 0.15625e-12)
-    assert cost.per_layer["fc"]["weight_energy_j"] == pytest.approx(5440 * 0.15625e-12)
+    # weights (uniform: one 32-bit scale per output channel, which the figures here left out
+    # before the workload carried weight shapes): conv 36*4 + 4*32 + 4*32 (biases) = 400 bits,
+    # fc 2560*2 + 10*32 + 10*32 = 5760 bits; 6160 bits = 770 bytes <= 8 KB: 10 pJ / 64 bits
+    assert cost.weight_bytes == 770
+    assert cost.per_layer["conv"]["weight_energy_j"] == pytest.approx(400 * 0.15625e-12)
+    assert cost.per_layer["fc"]["weight_energy_j"] == pytest.approx(5760 * 0.15625e-12)
 
     # activations: conv reads 64*8, writes 256*8 (fc's a_bits) = 2560 bits;
     # fc reads 256*8, writes 10*32 = 2368 bits. Peak 2560 bits = 320 bytes.
@@ -45,7 +47,7 @@ def test_two_layer_net_hand_computed():
     assert cost.per_layer["conv"]["act_energy_j"] == pytest.approx(2560 * 0.15625e-12)
     assert cost.per_layer["fc"]["act_energy_j"] == pytest.approx(2368 * 0.15625e-12)
 
-    total_pj = 345.6 + 272 + (272 + 5440 + 2560 + 2368) * 0.15625
+    total_pj = 345.6 + 272 + (400 + 5760 + 2560 + 2368) * 0.15625
     assert cost.energy_j == pytest.approx(total_pj * 1e-12)
 
     # latency: ceil(2304/64)=36 and 2560/64=40 cycles at 500 MHz
@@ -137,3 +139,42 @@ def test_workload_extraction_by_hand():
     assert (wl[1].macs, wl[1].params, wl[1].in_elems, wl[1].out_elems) == (2560, 2560, 256, 10)
     assert wl[0].fan_in == 9 and wl[1].fan_in == 256
     assert [w.group for w in wl] == ["conv", "fc"]
+
+
+# --- ops without weights ----------------------------------------------------------------
+
+def test_pool_norm_matmul_and_add_hand_computed():
+    from tests.hardware_models.workloads import KINDS, PLAN
+
+    cost = Generic45nm().cost(KINDS, PLAN)
+    p = cost.per_layer
+    add8 = 0.1 * 8 / 32  # an 8-bit add or compare, pJ
+    # pool: 2 steps * 30 compares; LayerNorm: 2 * 20 multiply-adds at 8 x 8 bits, fan-in 1:
+    # 0.2 + 0.1 * 16/32 pJ; the folded BatchNorm: nothing
+    assert p["pool"]["compute_energy_j"] == pytest.approx(60 * add8 * 1e-12)
+    assert p["ln"]["compute_energy_j"] == pytest.approx(40 * 0.25e-12)
+    assert all(v == 0 for v in p["bn"].values())
+    # products of activations: 2 * 64 MACs at 8 x 8 bits, accumulator 8 + 8 + 3 = 19 bits
+    # (generic45nm treats every input as dense: the measured rate does not enter)
+    assert p["attn"]["compute_energy_j"] == pytest.approx(128 * (0.2 + 0.1 * 19 / 32) * 1e-12)
+    assert p["add"]["compute_energy_j"] == pytest.approx(32 * add8 * 1e-12)
+    # no weights, no weight traffic; the LayerNorm's 8 affine parameters at 32 bits
+    assert cost.weight_bytes == 32 and p["ln"]["weight_energy_j"] == pytest.approx(256 * 10 / 64 * 1e-12)
+    assert p["pool"]["weight_energy_j"] == p["attn"]["weight_energy_j"] == 0
+    # activations (input at 8 bits, output at the next op's 8, the last's at 32; the folded
+    # BatchNorm holds nothing): pool 40*8 + 10*8 = 400, ln 320, attn 24*8 + 8*8 = 256,
+    # add 32*8 + 16*32 = 768 bits: the peak, 96 bytes
+    assert cost.peak_act_bytes == 96
+    assert p["attn"]["act_energy_j"] == pytest.approx(2 * 256 * 10 / 64 * 1e-12)
+    for f in ("energy_j", *ENERGY_FIELDS):
+        assert cost.value(f) == pytest.approx(sum(q[f] for q in p.values()))
+
+
+@pytest.mark.parametrize("name", ["generic45nm", "snn45nm", "loihi"])
+def test_a_kind_the_model_does_not_know_is_refused(name):
+    from bitnas.errors import BitnasError
+    from tests.hardware_models.workloads import PLAN
+
+    scan = LayerWorkload("ssm", "scan", macs=10, params=0, in_elems=4, out_elems=4, group="g")
+    with pytest.raises(BitnasError, match=f"hardware {name} cannot price 'scan' ops \\(op ssm\\)"):
+        HARDWARE.create(name).cost([scan], PLAN)

@@ -39,9 +39,11 @@ def test_two_layer_net_hand_computed():
 
 
 def test_cores_grow_when_bits_outgrow_a_cores_memory():
-    # 200,000 weights: at 4 bits 100,000 bytes fit one 128 KB core; at 8 bits they need two
+    # 200,000 weights (and 500 32-bit scales): at 4 bits 102,000 bytes fit one 128 KB core;
+    # at 8 bits they need two
     big = LayerWorkload("big", "linear", macs=200_000, params=200_000, in_elems=400,
-                        out_elems=500, group="big", timesteps=2, in_spike_rate=0.1)
+                        out_elems=500, group="big", weight_shape=(500, 400), timesteps=2,
+                        in_spike_rate=0.1)
     model = Loihi()
     c4 = model.cost([big], QuantPlan({"big": LayerQuant(4)}))
     c8 = model.cost([big], QuantPlan({"big": LayerQuant(8)}))
@@ -68,7 +70,7 @@ def test_spec_with_bits_loihi_cannot_hold_is_a_clear_error(tmp_path):
     path = write_spec(tmp_path / "s.toml")
     path.write_text(path.read_text().replace('name = "generic45nm"', 'name = "loihi"')
                     .replace("w_bits = [2, 4, 8]", "w_bits = [2, 4, 16]"))
-    expected = r"hardware loihi holds 1..9-bit weights, but space.w_bits offers \[16\]"
+    expected = r"hardware loihi runs 1, 2, .*, 9-bit weights, but space.w_bits offers \[16\]"
     with pytest.raises(SpecError, match=expected):
         load_spec(path)
 
@@ -83,3 +85,34 @@ def test_routing_and_activity_use_the_share_of_inputs_that_spike():
     assert p["routing_energy_j"] == pytest.approx(0.2 * 4 * 10 * 4.7e-12)  # spikes, the share
     active = 1 - 0.8**10
     assert p["neuron_energy_j"] == pytest.approx(40 * (active * 81 + (1 - active) * 52) * 1e-12)
+
+
+def test_pool_matmul_and_add_hand_computed_and_a_norm_that_cannot_fold_refused():
+    from bitnas.errors import BitnasError
+    from bitnas.hardware_models.base import ENERGY_FIELDS
+    from tests.hardware_models.workloads import ADD, FOLDED, MATMUL, NORM, PLAN, POOL
+
+    cost = Loihi().cost([POOL, FOLDED, MATMUL, ADD], PLAN)
+    p = cost.per_layer
+    # pool: every one of its 2 * 30 compares as a synaptic op; the residual: the 16 measured adds;
+    # neither has compartments, cores or routing of its own; the folded BatchNorm costs nothing
+    assert p["pool"]["synop_energy_j"] == pytest.approx(60 * 23.6e-12) and p["pool"]["cores"] == 0
+    assert p["add"]["energy_j"] == pytest.approx(16 * 23.6e-12) and p["add"]["cores"] == 0
+    assert all(v == 0 for v in p["bn"].values())
+    # the products: 0.25 * 2 * 64 = 32 synaptic ops; 2 * 8 output compartments, active with
+    # 1 - 0.75^8 (fan-in 8, no share measured: the rate stands in); 0.25 * 2 * 24 = 12 spikes
+    active = 1 - 0.75**8
+    assert p["attn"]["synops"] == pytest.approx(32)
+    assert p["attn"]["neuron_energy_j"] == pytest.approx(16 * (active * 81 + (1 - active) * 52) * 1e-12)
+    assert p["attn"]["routing_energy_j"] == pytest.approx(12 * 4.7e-12)
+    step_ns = (32 * 3.5 + 16 * (active * 8.4 + (1 - active) * 5.3) + 12 * 2.1) / 2
+    assert cost.latency_s == pytest.approx(2 * (step_ns + 113) * 1e-9)
+    assert cost.value("cores") == 1 and p["attn"]["static_energy_j"] == pytest.approx(
+        0.0008 * cost.latency_s)
+    # the live set: the pool's 40 + 10 spike bits, plus the 5 membranes at 24 bits
+    assert cost.peak_act_bytes == (50 + 120 + 7) // 8
+    for f in ("energy_j", *ENERGY_FIELDS):
+        assert cost.value(f) == pytest.approx(sum(q[f] for q in p.values()))
+    with pytest.raises(BitnasError, match=r"hardware loihi cannot price 'norm' ops \(op ln: a "
+                       r"normalization that does not fold into weights\)"):
+        Loihi().cost([NORM, MATMUL], PLAN)
