@@ -139,6 +139,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     cache = run_dir / "fp_cache" if run_dir.is_dir() else None
     out = rebuild_trial(study, spec, args.trial, cache)
     print(f"trial {args.trial}: {out['candidate'].to_json()}")
+    if out["torch_threads"]:
+        print(f"  rebuilt with {out['torch_threads']} torch thread(s), as the trial was evaluated")
     if out["state"] != "COMPLETE":
         print(f"  note: trial {args.trial} is {out['state']}"
               + (" (infeasible: costed, never evaluated)" if out["state"] == "PRUNED" else "")

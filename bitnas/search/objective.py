@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from bitnas.hardware_models import Cost
@@ -89,13 +90,15 @@ class SearchObjective:
         self.directions = [o.direction for o in self.objectives]
         self.interrupts = Interrupts()
         self.worker = worker_id()
-        # canonical candidate -> (first trial that evaluated it, its metrics, its cost)
-        self.seen: dict[str, tuple[int, dict[str, float], Cost]] = {}
+        # canonical candidate -> (first trial that evaluated it, its metrics, its cost, the
+        # runtime it was evaluated under)
+        self.seen: dict[str, tuple[int, dict[str, float], Cost, dict | None]] = {}
         for t in done:
             if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs:
                 key = candidate_key(t.user_attrs["candidate"])
                 self.seen.setdefault(key, (t.number, t.user_attrs["metrics"],
-                                           Cost.from_dict(t.user_attrs["cost"])))
+                                           Cost.from_dict(t.user_attrs["cost"]),
+                                           t.user_attrs.get("runtime")))
 
     def __call__(self, trial: optuna.trial.Trial) -> list[float]:
         trial.set_user_attr("worker", self.worker)
@@ -128,14 +131,19 @@ class SearchObjective:
 
         key = cand.to_json()
         if key in self.seen:  # evaluation is deterministic: reuse, don't recompute
-            earlier, metrics, cost = self.seen[key]
+            earlier, metrics, cost, runtime = self.seen[key]
             timing = {**base, "fp_train_s": 0.0, "eval_s": 0.0}
             trial.set_user_attr("duplicate_of", earlier)
         else:
             promote = self._promoter(trial, cand) if self.ctx.train_cfg.qat == "promote" else None
             metrics, timing, cost = self.ctx.evaluate(cand, promote=promote)
             timing = {**base, **timing}
-            self.seen[key] = (trial.number, metrics, cost)
+            # float reductions (training, spiking thresholds) depend on torch's thread count:
+            # a rebuild repeats it to reproduce the figures exactly
+            runtime = {"torch_threads": torch.get_num_threads()}
+            self.seen[key] = (trial.number, metrics, cost, runtime)
+        if runtime is not None:
+            trial.set_user_attr("runtime", runtime)
         for key_ in deferred:
             if key_ in cost.violations:
                 trial.set_constraint(key_, cost.violations[key_])

@@ -6,13 +6,15 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bitnas.errors import BitnasError
 from bitnas.hardware_models.base import COST_FIELDS
 from bitnas.plan import candidate_key
 from bitnas.spec import Objective
@@ -89,29 +91,96 @@ def member_record(trial: FrozenTrial, objectives: Sequence[Objective]) -> dict[s
     }
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+#: a temporary file of atomic_write_all older than this was left by a killed process
+STALE_TMP_S = 60.0
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_stale_tmps(path: Path) -> None:
+    """Remove ``path``'s temporary files that a killed writer left behind; a fresh one
+    may be another process's write in progress, so it is left alone."""
+    for tmp in path.parent.glob(f"{_tmp_prefix(path)}*.tmp"):
+        try:
+            if tmp.is_file() and time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: it does no harm
+            pass
+
+
+def _why_not_replaceable(path: Path) -> str | None:
+    if path.is_dir():
+        return "it is a directory"
+    if not path.parent.is_dir():
+        return f"directory {path.parent} does not exist"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"directory {path.parent} is not writable"
+    return None
+
+
+def _check_replaceable(paths: Iterable[Path]) -> None:
+    for path in paths:
+        why = _why_not_replaceable(path)
+        if why is not None:
+            raise BitnasError(f"cannot write {path}: {why}")
+
+
+def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]]) -> None:
+    """Write several files so that either all are replaced or none is.
+
+    Each ``write`` renders its file into a temporary file beside it; only when all are
+    rendered and every target can be replaced (no directory in the way, a writable
+    directory) are they renamed over their targets. A failure is one BitnasError
+    naming the real file, never a temporary one. Temporary files a killed writer left
+    behind are removed first.
+    """
+    for path in writes:
+        _remove_stale_tmps(path)
+    _check_replaceable(writes)
+    tmps: dict[Path, Path] = {}
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
+        for path, write in writes.items():
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
+                os.close(fd)
+                tmps[path] = Path(tmp)
+                write(tmps[path])
+            except OSError as e:
+                raise BitnasError(f"cannot write {path}: {e.strerror or e}") from None
+        _check_replaceable(writes)  # again: the rendering took a while
+        for path, tmp in tmps.items():
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise BitnasError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in tmps.values():
+            if tmp.exists():
+                tmp.unlink()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary file in the same directory, then rename it over."""
+    atomic_write_all({path: write})
 
 
 def write_json(records: list[dict[str, Any]], path: Path) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(records, indent=2) + "\n"))
+    """pareto.json at ``path`` as given (export_front makes it atomic)."""
+    path.write_text(json.dumps(records, indent=2) + "\n")
 
 
 def write_csv(records: list[dict[str, Any]], objectives: Sequence[Objective], path: Path) -> None:
+    """pareto.csv at ``path`` as given (export_front makes it atomic)."""
     import pandas as pd
 
     rows = []
     for r in records:
         row: dict[str, Any] = {"trial": r["trial"]}
         row.update({o.name: r["values"][o.name] for o in objectives})
+        # every cost field the hardware model reports, extra fields and energy parts included
+        row.update({f"cost.{k}": v for k, v in r["cost"].items() if k != "per_layer"})
         for k, v in r["arch"].items():
             row[f"arch.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
         for group, lq in r["plan"].items():
@@ -119,7 +188,7 @@ def write_csv(records: list[dict[str, Any]], objectives: Sequence[Objective], pa
             row[f"{group}.a_bits"] = lq["a_bits"]
             row[f"{group}.quantizer"] = lq["quantizer"]
         rows.append(row)
-    atomic_write(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+    pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def _label(name: str) -> str:
@@ -133,6 +202,7 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
 
     One panel per objective after the first, each against the first. Infeasible
     trials were never evaluated: on a metric axis they sit as ticks on the bottom edge.
+    Written at ``path`` as given (export_front makes it atomic).
     """
     import matplotlib
 
@@ -197,8 +267,10 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _fmt(v: Any) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FixedTrial
 
 from bitnas.errors import BitnasError
@@ -22,9 +25,27 @@ def rebuild_candidate(ctx: SearchContext, params: dict[str, Any]) -> Candidate:
         raise BitnasError(f"these params do not fit the study's space: {e}") from None
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch threads (None: as it is), restoring the count afterwards."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
                   cache_dir: Path | None) -> dict[str, Any]:
-    """Rebuild trial ``number`` and measure it again; returns candidate and both metric sets."""
+    """Rebuild trial ``number`` and measure it again; returns candidate and both metric sets.
+
+    It runs with the torch thread count the trial was evaluated with (user attr
+    ``runtime``): float reductions, and so spikes and metrics, depend on it.
+    """
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise BitnasError(f"study {study.study_name!r} has no trial {number} "
@@ -32,15 +53,18 @@ def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
     trial = trials[number]
     if "candidate" not in trial.user_attrs:
         raise BitnasError(f"trial {number} never got a candidate (state {trial.state.name})")
-    ctx = SearchContext(spec, cache_dir=cache_dir)
-    cand = rebuild_candidate(ctx, trial.params)
-    stored = Candidate.from_dict(trial.user_attrs["candidate"])
-    if cand != stored:
-        raise BitnasError(f"trial {number}: its params rebuild {cand.to_json()}, "
-                          f"but it stored {stored.to_json()}; the space code has changed")
-    stored_metrics = trial.user_attrs.get("metrics", {})
-    # the QAT decision as taken in the search (for qat = "promote" it depended on the front then)
-    qat = bool(stored_metrics["qat"]) if "qat" in stored_metrics else None
-    metrics, _, cost = ctx.evaluate(cand, qat=qat)
+    threads = trial.user_attrs.get("runtime", {}).get("torch_threads")
+    threads = threads if isinstance(threads, int) and threads >= 1 else None  # older trials: none
+    with torch_threads(threads):
+        ctx = SearchContext(spec, cache_dir=cache_dir)
+        cand = rebuild_candidate(ctx, trial.params)
+        stored = Candidate.from_dict(trial.user_attrs["candidate"])
+        if cand != stored:
+            raise BitnasError(f"trial {number}: its params rebuild {cand.to_json()}, "
+                              f"but it stored {stored.to_json()}; the space code has changed")
+        stored_metrics = trial.user_attrs.get("metrics", {})
+        # the QAT decision as taken in the search (for qat = "promote" it depended on the front then)
+        qat = bool(stored_metrics["qat"]) if "qat" in stored_metrics else None
+        metrics, _, cost = ctx.evaluate(cand, qat=qat)
     return {"candidate": cand, "metrics": metrics, "state": trial.state.name,
-            "stored_metrics": stored_metrics, "cost": cost}
+            "stored_metrics": stored_metrics, "cost": cost, "torch_threads": threads}

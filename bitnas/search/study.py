@@ -8,6 +8,7 @@ its parameters are enqueued again, so nothing is left dangling.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -25,12 +26,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bitnas import __version__
 from bitnas.errors import BitnasError
+from bitnas.hardware_models import Cost
 from bitnas.plan import Candidate, QuantPlan
 from bitnas.registry import STRATEGIES
 from bitnas.search.context import SearchContext
 from bitnas.search.hypervolume import REFERENCE_ATTR, default_reference, front_hypervolume
 from bitnas.search.objective import SearchObjective, process_start_time, worker_id
 from bitnas.search.pareto import (
+    atomic_write_all,
     format_table,
     front_trials,
     member_record,
@@ -39,6 +42,7 @@ from bitnas.search.pareto import (
     write_png,
 )
 from bitnas.search.storage import DB_NAME, mask_url, open_storage
+from bitnas.search.strategies import uniform_params
 from bitnas.spec import StudySpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -242,6 +246,100 @@ def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
     return f"#{t.number:<4d} {vals}  {arch_s}  w/a {bits}  ({dur:.2f}s{extra})"
 
 
+_UNITS = {"_bytes": "bytes", "_j": "J", "_s": "s"}
+
+
+def check_feasible(spec: StudySpec, ctx: SearchContext) -> None:
+    """Refuse a spec whose cheapest candidate (every arch knob at its smallest choice,
+    every group at its fewest bits, under each quantizer) already breaks a static bound:
+    every trial would be infeasible, and the run would end with an empty front.
+
+    Bounds on fields that depend on measured activity are left out: statically they are
+    upper bounds only.
+    """
+    space = ctx.space
+    deferred = set(ctx.hardware.activity_fields)
+    least: dict[str, tuple[float, Cost]] = {}  # field -> the cheapest plan's violation, its cost
+    for q in space.precision.quantizers:
+        params = uniform_params(space, min, q, arch_pick=min, precision_pick=min)
+        cost = ctx.cost(space.suggest(optuna.trial.FixedTrial(params)))
+        for field, v in cost.violations.items():
+            if field not in deferred and (field not in least or v < least[field][0]):
+                least[field] = (v, cost)
+    for field, (v, cost) in least.items():
+        if v <= 0:
+            continue
+        if field in spec.constraints:
+            unit = next((u for suffix, u in _UNITS.items() if field.endswith(suffix)), "")
+            raise BitnasError(
+                f"no candidate can meet constraints.{field} = {spec.constraints[field]:g}: the cheapest "
+                f"plan (smallest architecture, fewest bits) needs {cost.value(field):g} {unit}".rstrip()
+                + "; raise the bound or shrink the space")
+        raise BitnasError(
+            f"no candidate fits hardware {spec.hardware['name']!r}: even the cheapest plan (smallest "
+            f"architecture, fewest bits) breaks its {field} limit ({v:+.0%}); shrink the space")
+
+
+def _open_in(out_dir: Path, spec: StudySpec, url: str
+             ) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
+    """Open the study, making ``out_dir`` (the default storage lives there); if that
+    fails, the folders made for it are removed again, so a failed run leaves none."""
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = open_storage(url)
+        return storage, open_study(spec, url, storage)
+    except BaseException:
+        for p in made:  # deepest first; one that holds something stays
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+#: the study's warm-start claim: {"strategy", "worker" (host:pid:start), "state": claimed | done};
+#: a plain string (older bitnas: the strategy's name) means done, "" released
+WARM_START_ATTR = "bitnas_warm_start"
+
+
+def _warm_start_due(study: optuna.Study, log: Log) -> bool:
+    """Whether this run computes the warm start: nobody claimed it, or the claiming
+    worker died before it was done (a SIGKILL during the computation)."""
+    claim = study.user_attrs.get(WARM_START_ATTR)
+    if not claim:
+        return True
+    if isinstance(claim, str):
+        return False
+    if not isinstance(claim, dict) or not isinstance(claim.get("worker"), str):
+        return True  # unreadable: doing it again costs time, never trials (queueing skips repeats)
+    if claim.get("state") == "done":
+        return False
+    worker = claim["worker"]
+    if _alive(worker):
+        log(f"warm start: worker {worker} is computing it; this run leaves it to that worker")
+        return False
+    log(f"warm start: worker {worker} claimed it and died before it was done; taking it over")
+    return True
+
+
+def _warm_start(study: optuna.Study, spec: StudySpec, ctx: SearchContext, log: Log) -> None:
+    """Queue the strategy's warm start (e.g. the ILP's plans) once per study."""
+    warm_start = STRATEGIES.get(spec.sampler).warm_start
+    if (warm_start is None or len(finished_trials(study)) >= spec.trials
+            or not _warm_start_due(study, log)):
+        return
+    # claimed before the (slow) computation, so a worker joining meanwhile skips it; the
+    # claim names this worker, so that if it is killed the next run can tell and redo it
+    claim = {"strategy": spec.sampler, "worker": worker_id(), "state": "claimed"}
+    study.set_user_attr(WARM_START_ATTR, claim)
+    try:
+        for params in warm_start(ctx, spec, spec.trials, log):
+            study.enqueue_trial(params, skip_if_exists=True)
+    except BaseException:
+        study.set_user_attr(WARM_START_ATTR, "")  # not done: the next run does it
+        raise
+    study.set_user_attr(WARM_START_ATTR, {**claim, "state": "done"})
+
+
 @dataclass
 class SearchResult:
     study: optuna.Study
@@ -268,26 +366,17 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     start = time.perf_counter()
     # bitnas prints its own progress; errors propagate out of optimize() with their traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url or spec.storage or f"sqlite:///{out_dir / DB_NAME}"
-    # data, space and cost model first: a spec that cannot run never creates a study
+    # data, space and cost model first: a spec that cannot run never creates a study, nor
+    # --out (the FP cache makes its folder when it first stores something)
     ctx = ctx or SearchContext(spec, cache_dir=out_dir / "fp_cache")
-    storage = open_storage(url)
-    study = open_study(spec, url, storage)
+    check_feasible(spec, ctx)
+    storage, study = _open_in(out_dir, spec, url)
     if REFERENCE_ATTR not in study.user_attrs:  # declared once, kept for the study's life
         study.set_user_attr(REFERENCE_ATTR, default_reference(spec, ctx))
-    warm_start = STRATEGIES.get(spec.sampler).warm_start
-    if (warm_start is not None and not study.user_attrs.get("bitnas_warm_start")
-            and len(finished_trials(study)) < spec.trials):
-        # claimed before the (slow) computation, so a worker joining meanwhile skips it
-        study.set_user_attr("bitnas_warm_start", spec.sampler)
-        try:
-            enqueue = [*enqueue, *warm_start(ctx, spec, spec.trials, log)]
-        except BaseException:
-            study.set_user_attr("bitnas_warm_start", "")  # not done: the next run does it
-            raise
     for params in enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
+    _warm_start(study, spec, ctx, log)
     recovered = recover_orphans(study, register_worker(study))
     if recovered:
         log(f"recovered trial(s) {recovered} left unfinished by a killed or interrupted run: "
@@ -319,6 +408,8 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
         if objective.interrupts.requested:
             raise KeyboardInterrupt  # stopped cleanly between trials; the CLI exits 130
 
+    if export:
+        out_dir.mkdir(parents=True, exist_ok=True)  # the study may live elsewhere (--storage)
     records = export_front(study, spec, ctx, out_dir) if export else []
     return SearchResult(study, records, url, out_dir, time.perf_counter() - start)
 
@@ -336,7 +427,8 @@ def reference_int8(ctx: SearchContext, record: dict[str, Any]) -> dict[str, Any]
 
 def export_front(study: optuna.Study, spec: StudySpec, ctx: SearchContext | None,
                  out_dir: Path) -> list[dict[str, Any]]:
-    """Write pareto.json, pareto.csv and pareto.png; return the records."""
+    """Write pareto.json, pareto.csv and pareto.png, all three or none (they must agree);
+    return the records."""
     records = [member_record(t, spec.objectives) for t in front_trials(study)]
     if ctx is not None:
         refs: dict[str, dict[str, Any]] = {}  # one per architecture: members often share it
@@ -346,11 +438,12 @@ def export_front(study: optuna.Study, spec: StudySpec, ctx: SearchContext | None
                 refs[arch] = reference_int8(ctx, r)
             r["reference_int8"] = refs[arch]
             r["fp_metrics"] = ctx.fp_metrics(Candidate.from_dict({**r, "space": ctx.space.name}))
-    write_json(records, out_dir / "pareto.json")
-    write_csv(records, spec.objectives, out_dir / "pareto.csv")
-    n_done = len(finished_trials(study))
-    write_png(study, spec.objectives, out_dir / "pareto.png",
-              title=f"{spec.name}: {len(records)} front members of {n_done} trials")
+    title = f"{spec.name}: {len(records)} front members of {len(finished_trials(study))} trials"
+    atomic_write_all({
+        out_dir / "pareto.json": lambda p: write_json(records, p),
+        out_dir / "pareto.csv": lambda p: write_csv(records, spec.objectives, p),
+        out_dir / "pareto.png": lambda p: write_png(study, spec.objectives, p, title=title),
+    })
     return records
 
 

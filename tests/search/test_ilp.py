@@ -89,7 +89,8 @@ def test_ilp_strategies_queue_their_front(tmp_path, strategy):
     spec = load_spec(write_spec(tmp_path / "s.toml", trials=8, epochs=2))
     logs = []
     result = run_search(spec.replace(sampler=strategy), tmp_path / "run", log=logs.append)
-    assert result.study.user_attrs["bitnas_warm_start"] == strategy
+    claim = result.study.user_attrs["bitnas_warm_start"]
+    assert (claim["strategy"], claim["state"]) == (strategy, "done")
     assert any(line.startswith("ilp: hutchinson sensitivities") for line in logs)
     queued = [t for t in result.study.trials if "fixed_params" in t.system_attrs]
     assert len(queued) >= 2
