@@ -12,6 +12,7 @@ from bitnas.registry import EXPERIMENTS
 NAMES = EXPERIMENTS.names()
 
 
+@pytest.mark.timeout(900)  # a quick run is about a minute on 2 idle cores
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_run_writes_its_report(name, tmp_path):
     exp = EXPERIMENTS.get(name)
