@@ -24,9 +24,9 @@ def test_unknown_name_lists_choices_and_suggests():
 
 
 def test_double_registration_is_a_bug():
-    reg: Registry = Registry("thing")
+    reg: Registry = Registry("thing", "bitnas.things")
     reg.register("a")(lambda: 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(BitnasError, match="registered twice"):
         reg.register("a")(lambda: 2)
 
 

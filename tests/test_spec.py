@@ -73,7 +73,7 @@ BAD = [
     ('name = "energy_j"', 'name = "joules"', r"objectives\[1\].name = 'joules' is unknown"),
     ('name = "energy_j"', 'name = "energy_j"\ndirection = "up"', r"objectives\[1\].direction = 'up'"),
     ("weight_bytes = 1000", "weight_bytes = -5", r"constraints.weight_bytes must be a positive"),
-    ("weight_bytes = 1000", "flash = 5", r"constraints.flash is unknown; bound one of"),
+    ("weight_bytes = 1000", "flash = 5", r"constraints.flash is unknown; bound a cost field"),
     ("[study]", "[stduy]", r"unknown section\(s\) \['stduy'\]"),
     ('name = "generic45nm"', 'name = "generic45nm"\nclock_hz = 0', r"hardware.clock_hz must be"),
 ]

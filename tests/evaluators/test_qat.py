@@ -36,13 +36,15 @@ def test_when_broken_leaves_a_healthy_plan_alone():
     ctx = _ctx(qat="when_broken", qat_threshold=0.02)
     healthy = Candidate(ARCH, QuantPlan.uniform(["conv0", "conv1", "fc"], 8), "cnn")
     metrics, _, _ = ctx.evaluate(healthy)
-    assert set(metrics) == {"accuracy", "test_accuracy", "qat"} and metrics["qat"] == 0.0
+    assert set(metrics) == {"accuracy", "macro_f1", "test_accuracy", "test_macro_f1", "qat"}
+    assert metrics["qat"] == 0.0
     # the same figures as without QAT configured: PTQ's validation and test accuracy
     plain = _ctx(qat="off").evaluate(healthy)[0]
     assert metrics == {**plain, "qat": 0.0}
     broken = Candidate(ARCH, QuantPlan.uniform(["conv0", "conv1", "fc"], 1), "cnn")
     fixed = ctx.evaluate(broken)[0]
-    assert set(fixed) == {"accuracy", "test_accuracy", "ptq_accuracy", "qat"} and fixed["qat"] == 1.0
+    assert set(fixed) == {"accuracy", "macro_f1", "test_accuracy", "test_macro_f1", "ptq_accuracy",
+                          "qat"} and fixed["qat"] == 1.0
     # the stored PTQ figure is the one QAT started from
     assert fixed["ptq_accuracy"] == _ctx(qat="off").evaluate(broken)[0]["accuracy"]
 
