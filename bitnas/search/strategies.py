@@ -18,6 +18,7 @@ import optuna
 
 from bitnas.errors import BitnasError
 from bitnas.registry import STRATEGIES
+from bitnas.search.prefetch import PrefetchSampler
 from bitnas.spaces.base import PRECISION_KNOBS, split_knob
 
 #: (search context, spec, trial budget, log) -> Optuna params to queue before sampling
@@ -148,14 +149,16 @@ class _Picker:
 
 
 def uniform_params(space, w_bits, quantizer: str = "uniform",
-                   arch: dict | None = None, arch_pick=None) -> dict:
+                   arch: dict | None = None, arch_pick=None, precision_pick=None) -> dict:
     """Optuna params of the candidate with every group at ``w_bits`` and ``quantizer``.
 
     Architecture knobs take ``arch``'s values (keyed by Optuna param name, e.g.
     ``width0``, not ``arch_dict()``'s ``widths``), else ``arch_pick(choices)`` (default:
     the space's first choice; ``max`` gives the largest model); other
-    precision knobs (a_bits, v_bits) take their widest choice. The result can be
-    passed to ``study.enqueue_trial`` and rebuilds through ``space.suggest``.
+    precision knobs (a_bits, v_bits) take their widest choice, and quantizer options
+    their first, unless ``precision_pick(choices)`` is given (``min``: the cheapest; it
+    applies to numeric options only). The result can be passed to
+    ``study.enqueue_trial`` and rebuilds through ``space.suggest``.
     """
     arch = arch or {}
 
@@ -173,7 +176,9 @@ def uniform_params(space, w_bits, quantizer: str = "uniform",
         if knob == "quantizer":
             return quantizer
         if knob in PRECISION_KNOBS:  # a_bits, v_bits: the widest
-            return max(choices)
+            return (precision_pick or max)(choices)
+        if precision_pick is not None and all(isinstance(c, int | float) for c in choices):
+            return precision_pick(choices)
         return choices[0]  # a quantizer option searched per group: its first value
 
     picker = _Picker(pick)
@@ -286,4 +291,6 @@ def _ilp_share(ctx, spec, n_trials: int, log) -> list[dict]:
 def sensitivity_guided(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """The ILP's front first (a third of the budget), then Gaussian-process BO refines it;
     TPE takes over after 100 finished trials."""
-    return HandoffSampler(gp(seed=seed, n_trials=n_trials), tpe(seed=seed, n_trials=n_trials), GP_TRIALS)
+    # the GP's next proposal is computed while the current trial is evaluated
+    bo = PrefetchSampler(gp(seed=seed, n_trials=n_trials), stop_at=min(n_trials, GP_TRIALS))
+    return HandoffSampler(bo, tpe(seed=seed, n_trials=n_trials), GP_TRIALS)
