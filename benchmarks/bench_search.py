@@ -5,12 +5,9 @@
 - PTQ evaluation: fake-quant + calibration + validation accuracy of one plan,
   against a plain FP validation pass;
 - per-trial framework overhead: a bitnas trial with the FP model cached (so no
-  training), against a bare Optuna ask/suggest/tell loop on the same SQLite storage;
-- the default strategy's framework overhead as a share of evaluation time, with the
-  GP's proposals prefetched (computed while the previous trial evaluates, as shipped)
-  and computed in turn, in alternating runs on the ``bitnas bench --quick`` model.
+  training), against a bare Optuna ask/suggest/tell loop on the same SQLite storage.
 
-Run: `make bench` (or python benchmarks/bench_search.py [--quick] [--prefetch-only]).
+Run: `make bench` (or python benchmarks/bench_search.py [--quick]).
 """
 
 from __future__ import annotations
@@ -26,11 +23,9 @@ import torch
 
 from bitnas.evaluators import accuracy
 from bitnas.plan import LayerQuant, QuantPlan
-from bitnas.search import bench
 from bitnas.search.context import SearchContext
 from bitnas.search.objective import SearchObjective
-from bitnas.search.strategies import GP_TRIALS, HandoffSampler, gp, sensitivity_guided, strategy, tpe
-from bitnas.spec import DEFAULT_STRATEGY, StudySpec
+from bitnas.spec import StudySpec
 
 SPEC = {
     "study": {"name": "bench", "trials": 50, "seed": 0, "sampler": "random"},
@@ -53,45 +48,10 @@ def per_call(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-@strategy("sensitivity-guided-in-turn", warm_start=sensitivity_guided.warm_start)
-def in_turn(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    """The default strategy with each GP proposal computed when its trial asks (no prefetch)."""
-    return HandoffSampler(gp(seed=seed, n_trials=n_trials), tpe(seed=seed, n_trials=n_trials), GP_TRIALS)
-
-
-def prefetch_overhead(trials: int, repeats: int) -> None:
-    """Framework seconds per trial over evaluation seconds, prefetched against in turn.
-
-    Runs alternate, so that other load on the machine hits both alike; evaluation is
-    measured alone after each run (see ``bench.trial_overhead``), so a proposal that
-    slows the evaluation beside it counts as framework.
-    """
-    cache = Path("runs") / "bench_quick" / "fp_cache"  # shared with `bitnas bench --quick`
-    ctx = SearchContext(bench.bench_spec(bench.QUICK), cache_dir=cache)
-    ratios: dict[str, list[float]] = {DEFAULT_STRATEGY: [], "sensitivity-guided-in-turn": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(repeats):
-            for name, runs in ratios.items():
-                t = bench.trial_overhead(ctx, trials, Path(tmp), strategy=name)
-                runs.append(t["framework_s"] / t["eval_s"])
-                print(f"{name:28s}: {trials} trials, {t['total_s']:.3f} s/trial = evaluation "
-                      f"{t['eval_s']:.3f} s (alone; {t['eval_in_trial_s']:.3f} s in the trials) + cost "
-                      f"{t['cost_s'] * 1e3:.2f} ms + framework {t['framework_s'] * 1e3:.1f} ms; "
-                      f"framework_ratio={runs[-1]:.3f}", flush=True)
-    print("framework_ratio (framework / evaluation), median of "
-          + ", ".join(f"{name} {statistics.median(r):.3f}" for name, r in ratios.items()))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--prefetch-only", action="store_true",
-                    help="only the default strategy's overhead, prefetched against in turn")
-    args = ap.parse_args()
-    if args.prefetch_only:
-        prefetch_overhead(12 if args.quick else 24, 2 if args.quick else 3)
-        return
-    n = 20 if args.quick else 200
+    n = 20 if ap.parse_args().quick else 200
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = StudySpec.from_dict(SPEC)
     ctx = SearchContext(spec, cache_dir=None)
@@ -140,7 +100,6 @@ def main() -> None:
     overhead = t_full - t_eval
     print(f"per trial      : {t_full * 1e3:8.2f} ms (of which PTQ eval {t_eval * 1e3:.2f} ms); "
           f"bare Optuna trial {t_bare * 1e3:.2f} ms; bitnas overhead/bare = {overhead / t_bare:.2f}x")
-    prefetch_overhead(12 if args.quick else 24, 2 if args.quick else 3)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import optuna
 
 from bitnas.errors import BitnasError
 from bitnas.registry import STRATEGIES
-from bitnas.search.prefetch import PrefetchSampler
 from bitnas.spaces.base import PRECISION_KNOBS, split_knob
 
 #: (search context, spec, trial budget, log) -> Optuna params to queue before sampling
@@ -291,6 +290,8 @@ def _ilp_share(ctx, spec, n_trials: int, log) -> list[dict]:
 def sensitivity_guided(*, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """The ILP's front first (a third of the budget), then Gaussian-process BO refines it;
     TPE takes over after 100 finished trials."""
-    # the GP's next proposal is computed while the current trial is evaluated
-    bo = PrefetchSampler(gp(seed=seed, n_trials=n_trials), stop_at=min(n_trials, GP_TRIALS))
-    return HandoffSampler(bo, tpe(seed=seed, n_trials=n_trials), GP_TRIALS)
+    # each GP proposal is computed when its trial asks: computed beside the previous trial's
+    # evaluation instead, it slowed that evaluation by more than it hid on 2 cores (in a
+    # thread, GIL contention doubled the PTQ time; in a second process, so did the cores
+    # the evaluation's torch threads use), measured with bench.trial_overhead
+    return HandoffSampler(gp(seed=seed, n_trials=n_trials), tpe(seed=seed, n_trials=n_trials), GP_TRIALS)

@@ -2,6 +2,7 @@
 
 import json
 import statistics
+import time
 
 import pytest
 
@@ -58,3 +59,44 @@ def test_a_real_trial_s_time_is_split(tiny_bench):
     assert t["eval_s"] > 0 and t["cost_s"] > 0
     assert any("framework_ratio=" in m for m in logs)
     assert "framework" in bench.format_report(report)
+
+
+def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_path, monkeypatch):
+    """The evaluation's share is timed alone: whatever slows it inside the trials (a
+    proposal computed beside it, say) is the framework's cost. Here every evaluation run
+    inside the study takes 0.2 s longer, and the trials record that."""
+    import bitnas.search.study as study_mod
+    from bitnas.search.context import SearchContext
+
+    out, _, _ = tiny_bench
+    ctx = SearchContext(bench.bench_spec(TINY), cache_dir=out / "fp_cache")
+    inside = {"study": False}
+    prepared, run_search = ctx.prepared, study_mod.run_search
+
+    def slowed(*args, **kwargs):  # inside ctx.evaluate's own timing
+        if inside["study"]:
+            time.sleep(0.2)
+        return prepared(*args, **kwargs)
+
+    def marked(*args, **kwargs):
+        inside["study"] = True
+        try:
+            return run_search(*args, **kwargs)
+        finally:
+            inside["study"] = False
+
+    monkeypatch.setattr(ctx, "prepared", slowed)
+    monkeypatch.setattr(study_mod, "run_search", marked)
+    t = bench.trial_overhead(ctx, 4, tmp_path, strategy="random")
+    evaluated = sum(1 for tr in optuna_trials(tmp_path) if tr.user_attrs["timing_s"].get("eval_s", 0) > 0)
+    lost = 0.2 * evaluated / t["trials"]
+    assert evaluated > 0
+    assert t["eval_in_trial_s"] - t["eval_s"] > 0.5 * lost  # the recorded time holds the slowdown
+    assert t["framework_s"] > 0.9 * lost  # and the split charges it to the framework
+    assert t["total_s"] == pytest.approx(t["eval_s"] + t["cost_s"] + t["framework_s"])
+
+
+def optuna_trials(out):
+    import optuna
+
+    return optuna.load_study(study_name="bench-overhead", storage=f"sqlite:///{out / 'overhead.db'}").trials
