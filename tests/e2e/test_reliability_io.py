@@ -18,17 +18,7 @@ import pytest
 
 from bitnas.cli import main
 from tests.conftest import write_spec
-
-
-def _one_line_error(capsys, argv, *fragments):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("bitnas: error:"), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
+from tests.e2e.test_cli_errors import _one_line_error
 
 
 @pytest.fixture(scope="module")
