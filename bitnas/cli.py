@@ -201,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run or resume a study from a TOML spec")
     s.add_argument("spec", help="a .toml study spec, or a bundled experiment name (quickstart)")
     s.add_argument("--trials", type=int, help="total finished trials the study should have")
-    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out); SQLAlchemy URLs "
-                   "(sqlite:///rel.db, sqlite:////abs.db, postgresql://...) or journal:///rel.log, "
-                   "journal:////abs.log")
+    s.add_argument("--storage", help="Optuna storage URL (default: journal file study.log in --out); "
+                   "SQLAlchemy URLs (sqlite:///rel.db, sqlite:////abs.db, postgresql://...) or "
+                   "journal:///rel.log, journal:////abs.log")
     s.add_argument("--out", help="run directory (default: runs/<study name>)")
     s.add_argument("--seed", type=int, help="override [study] seed")
     s.add_argument("--strategy", "--sampler", dest="sampler", help=STRATEGY_HELP)
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     wk.set_defaults(func=cmd_worker)
 
     pa = sub.add_parser("pareto", help="print the front of an existing study")
-    pa.add_argument("run", help="run directory, .db file, or storage URL")
+    pa.add_argument("run", help="run directory, .log or .db file, or storage URL")
     pa.add_argument("--study", help="study name, if the storage holds several")
     pa.add_argument("--json", action="store_true", help="print the records as JSON")
     pa.add_argument("--under", action="append", metavar="FIELD=VALUE",
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=cmd_pareto)
 
     r = sub.add_parser("rebuild", help="rebuild one trial and measure it again")
-    r.add_argument("run", help="run directory, .db file, or storage URL")
+    r.add_argument("run", help="run directory, .log or .db file, or storage URL")
     r.add_argument("--trial", type=int, required=True, help="trial number")
     r.add_argument("--study", help="study name, if the storage holds several")
     r.set_defaults(func=cmd_rebuild)
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quick", action="store_true",
                     help="a reduced version of the same pipeline (minutes, used by the tests)")
     rp.add_argument("--trials", type=int, help="total finished trials (default: the experiment's)")
-    rp.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    rp.add_argument("--storage", help="Optuna storage URL (default: journal file study.log in --out)")
     rp.add_argument("--out", help="run directory (default: runs/<experiment>[_quick])")
     rp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     rp.set_defaults(func=cmd_reproduce)

@@ -41,7 +41,7 @@ from bitnas.search.pareto import (
     write_json,
     write_png,
 )
-from bitnas.search.storage import DB_NAME, mask_url, open_storage
+from bitnas.search.storage import mask_url, open_storage, run_dir_url
 from bitnas.search.strategies import uniform_params
 from bitnas.spec import StudySpec
 
@@ -366,7 +366,7 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     start = time.perf_counter()
     # bitnas prints its own progress; errors propagate out of optimize() with their traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    url = storage_url or spec.storage or f"sqlite:///{out_dir / DB_NAME}"
+    url = storage_url or spec.storage or run_dir_url(out_dir)
     # data, space and cost model first: a spec that cannot run never creates a study, nor
     # --out (the FP cache makes its folder when it first stores something)
     ctx = ctx or SearchContext(spec, cache_dir=out_dir / "fp_cache")

@@ -28,7 +28,7 @@ def test_bits_outside_the_space_are_refused(cnn):
         uniform_params(cnn, 3)
 
 
-@pytest.mark.parametrize("strategy", ["tpe", "nsga2", "nsga3", "gp", "random", "uniform"])
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2", "nsga3", "gp", "ehvi", "random", "uniform"])
 def test_every_strategy_runs_a_study(tmp_path, strategy):
     from optuna.trial import TrialState
 
@@ -87,7 +87,6 @@ def test_studies_made_before_an_optional_option_still_resume(tmp_path):
     old = spec.identity()
     old["space"].pop("group_w_bits")  # as stored by a bitnas without the option
     study.set_user_attr("bitnas_identity", old)
-    import optuna
 
     # a finished trial: a study with results is never recreated, a mismatch would be refused
     study.add_trial(optuna.trial.create_trial(values=[0.5, 1e-9], params={}, distributions={}))
@@ -95,7 +94,6 @@ def test_studies_made_before_an_optional_option_still_resume(tmp_path):
 
 
 def test_uniform_sampler_ignores_pinned_groups():
-    import optuna
 
     from bitnas.search.strategies import UniformPrecisionSampler
 
@@ -121,43 +119,10 @@ def test_workers_joining_together_get_different_sampler_seeds():
     assert _sampler_seed(0, 0) != _sampler_seed(0, 5)  # a resumed run: a fresh stream
 
 
-class _Constant(optuna.samplers.BaseSampler):
-    """Proposes ``value`` for every knob, and counts the trials it saw finish."""
-
-    def __init__(self, value):
-        self.value, self.finished = value, 0
-
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.value
-
-    def after_trial(self, study, trial, state, values):
-        self.finished += 1
-
-
-def test_handoff_sampler_switches_after_n_finished_trials():
-    from bitnas.search.strategies import HandoffSampler
-
-    first, then = _Constant(1), _Constant(2)
-    study = optuna.create_study(sampler=HandoffSampler(first, then, switch_at=3))
-    early = study.ask()  # started under the first sampler: keeps it, whatever finishes meanwhile
-    study.optimize(lambda t: t.suggest_categorical("x", [1, 2]), n_trials=4)
-    early.suggest_categorical("x", [1, 2])
-    study.tell(early, 0.0)
-    xs = [t.params["x"] for t in sorted(study.trials, key=lambda t: t.number)]
-    assert xs == [1, 1, 1, 1, 2]  # trials 0-3 began with < 3 finished; trial 4 with 3
-    assert (first.finished, then.finished) == (4, 1)
-
-
-def test_sensitivity_guided_is_gp_then_tpe():
-    from bitnas.search.strategies import GP_TRIALS, HandoffSampler
+def test_sensitivity_guided_is_ilp_then_pool_ehvi():
+    from bitnas.search.ehvi import PoolEHVISampler
 
     load_all()
-    sampler = STRATEGIES.create("sensitivity-guided", seed=0, n_trials=300)
-    assert isinstance(sampler, HandoffSampler) and sampler.switch_at == GP_TRIALS
-    assert type(sampler.first).__name__ == "GPSampler" and type(sampler.then).__name__ == "TPESampler"
+    record = STRATEGIES.get("sensitivity-guided")
+    assert record.warm_start is not None
+    assert isinstance(STRATEGIES.create("sensitivity-guided", seed=0, n_trials=300), PoolEHVISampler)
