@@ -51,7 +51,7 @@ def _open_existing(target: str, study_name: str | None):
     return study, spec_of(study), url
 
 
-STRATEGY_HELP = ("override [study] strategy: tpe, nsga2, nsga3, gp, random, uniform, ilp or "
+STRATEGY_HELP = ("override [study] strategy: tpe, nsga2, nsga3, gp, ehvi, random, uniform, ilp or "
                  "sensitivity-guided (see `bitnas list`)")
 
 

@@ -77,3 +77,32 @@ def trained_digits_model():
     model = space.build({"depth": 2, "widths": [8, 8], "kernel_size": 3})
     train_fp(model, data.train, TrainConfig(epochs=10), 0)
     return model, space.layer_groups(model), data
+
+
+def run_study(run_dir: Path, name: str = "tiny"):
+    """The study of a run directory, where bitnas keeps it (its journal, study.log)."""
+    import optuna
+
+    from bitnas.search.storage import open_storage, run_dir_url
+
+    return optuna.load_study(study_name=name, storage=open_storage(run_dir_url(run_dir)))
+
+
+def count_finished(run_dir: Path) -> int:
+    """Finished trials of a run that another process is writing (0 before its journal
+    holds a study), read as an outside observer would."""
+    import optuna
+    from optuna.trial import TrialState
+
+    path = run_dir / "study.log"
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0  # not created yet (opening it would create it, racing the search)
+    try:
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        studies = storage.get_all_studies()
+        if not studies:
+            return 0
+        study = optuna.load_study(study_name=studies[0].study_name, storage=storage)
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    except ValueError:  # a record being written right now
+        return 0

@@ -10,9 +10,10 @@ plus the one-knob neighbours of the current front.
 
 The model, per objective (and one for the largest constraint violation when any trial
 broke one): a GP with a Matern-5/2 kernel, one length scale per input (scikit-learn's
-``GaussianProcessRegressor``). Its kernel parameters are fitted by marginal likelihood
-only when the number of finished trials reaches the next point of a geometric schedule
-(x ``refit_growth``), on the first trials in number order; in between the fitted kernel
+``GaussianProcessRegressor``). Its kernel parameters are fitted by marginal likelihood,
+with a log-normal prior on each length scale (``LENGTH_SCALE_PRIOR``), only when the
+number of finished trials reaches the next point of a geometric schedule (x
+``refit_growth``), on the first trials in number order; in between the fitted kernel
 is conditioned on all trials, which costs one Cholesky factorisation. A proposal is a
 pure function of the seed, the trial number and the study's trials, so a seeded study
 repeats.
@@ -21,7 +22,8 @@ The acquisition, on objectives standardised and turned to minimisation:
 - two objectives: Monte-Carlo EHVI, exact hypervolume improvement of each posterior
   sample over the feasible front (common random numbers across candidates);
 - three or more: Monte-Carlo expected improvement of a random augmented-Chebyshev
-  scalarisation (ParEGO's), its weights drawn per trial;
+  scalarisation (ParEGO's), its weights drawn per trial; with one objective that is
+  plain expected improvement;
 - times the posterior probability of feasibility when constraints are set; before any
   trial is feasible, that probability alone.
 
@@ -44,6 +46,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+#: the prior on each length scale (inputs in [0, 1]): log-normal, median and sd of its log
+LENGTH_SCALE_PRIOR = (0.5, 1.0)
 
 #: candidates whose expected improvement is estimated by Monte Carlo, after a screen
 SCREEN = 64
@@ -124,7 +129,7 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
     first ``n_startup_trials``, are sampled at random."""
 
     def __init__(self, *, seed: int | None = None, n_startup_trials: int = 10,
-                 pool_size: int = 512, mc_samples: int = 64, refit_growth: float = 2.0,
+                 pool_size: int = 512, mc_samples: int = 64, refit_growth: float = 1.5,
                  max_fit_iter: int = 50) -> None:
         self._seed = seed
         self._independent = optuna.samplers.RandomSampler(seed=seed)
@@ -174,9 +179,23 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
         return self._kernels[key]
 
     def _optimizer(self, obj_func, initial_theta, bounds):
+        """L-BFGS-B on the negative log marginal likelihood plus a log-normal prior on each
+        length scale (MAP): with a few trials, maximum likelihood alone sends length
+        scales to their bounds (an input read as noise, or ignored)."""
         from scipy.optimize import minimize
 
-        res = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
+        scales = slice(1, len(initial_theta) - 1)  # theta: log amplitude, log scales, log noise
+        centre = math.log(LENGTH_SCALE_PRIOR[0])
+        width = LENGTH_SCALE_PRIOR[1]
+
+        def posterior(theta):
+            value, grad = obj_func(theta)
+            dev = (theta[scales] - centre) / width
+            grad = grad.copy()
+            grad[scales] += dev / width
+            return value + 0.5 * float(dev @ dev), grad
+
+        res = minimize(posterior, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
                        options={"maxiter": self.max_fit_iter})
         return res.x, res.fun
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from bitnas.cli import main
-from tests.conftest import run_bitnas, write_spec
+from tests.conftest import run_bitnas, run_study, write_spec
 
 
 def _one_line_error(capsys, argv, *fragments):
@@ -54,14 +52,16 @@ def test_storage_that_cannot_be_opened(tmp_path, capsys, url, fragment):
     assert "s3cr3tpw" not in line
 
 
-def test_corrupt_study_file(tmp_path, capsys):
+@pytest.mark.parametrize("name, fragment", [("study.log", "not an Optuna journal"),
+                                            ("study.db", "cannot open storage")])  # an older run's
+def test_corrupt_study_file(tmp_path, capsys, name, fragment):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "study.db").write_bytes(b"this is not a database" * 100)
+    (run / name).write_bytes(b"this is not a database" * 100)
     spec = write_spec(tmp_path / "s.toml")
-    _one_line_error(capsys, ["search", str(spec), "--out", str(run)], "cannot open storage")
-    _one_line_error(capsys, ["pareto", str(run)], "cannot open storage")
-    assert (run / "study.db").read_bytes().startswith(b"this is not")  # left as it was
+    _one_line_error(capsys, ["search", str(spec), "--out", str(run)], fragment)
+    _one_line_error(capsys, ["pareto", str(run)], fragment)
+    assert (run / name).read_bytes().startswith(b"this is not")  # left as it was
 
 
 def test_spec_changed_under_an_existing_study(tmp_path, capsys):
@@ -71,9 +71,7 @@ def test_spec_changed_under_an_existing_study(tmp_path, capsys):
     spec.write_text(spec.read_text().replace("w_bits = [2, 4, 8]", "w_bits = [2, 4]"))
     _one_line_error(capsys, ["search", str(spec), "--out", str(tmp_path / "run")],
                     "was created from a different spec", "space.w_bits")
-    rows = sqlite3.connect(tmp_path / "run" / "study.db").execute(
-        "select count(*) from trials").fetchone()[0]
-    assert rows == 1
+    assert len(run_study(tmp_path / "run").trials) == 1
 
 
 def test_pareto_on_missing_run_and_unknown_study(tmp_path, capsys):

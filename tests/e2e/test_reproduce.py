@@ -10,6 +10,7 @@ from bitnas.cli import main
 from bitnas.experiments import spiking_vit_hq as exp
 from bitnas.search.context import SearchContext
 from bitnas.search.strategies import uniform_params
+from tests.conftest import run_study
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,8 @@ def test_rerun_resumes_without_queueing_baselines_again(quick_run):
     report = exp.run(out, quick=True, log=lambda m: None)
     assert report["trials"] == r["trials"]  # nothing new ran: the budget was already met
     assert report["fp"] == r["fp"]
-    import optuna
 
-    study = optuna.load_study(study_name=exp.load(quick=True).name,
-                              storage=f"sqlite:///{out / 'study.db'}")
+    study = run_study(out, exp.load(quick=True).name)
     assert [t for t in study.trials if t.state.name == "WAITING"] == []  # baselines not queued again
 
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from bitnas.cli import main
 from bitnas.search.study import run_search
 from bitnas.spec import StudySpec, load_spec
-from tests.conftest import write_spec
+from tests.conftest import run_study, write_spec
 from tests.e2e.test_cli_errors import _one_line_error
 
 
@@ -28,7 +28,7 @@ def test_more_bad_fields(tmp_path, capsys, old, new, fragment):
     assert old in spec.read_text()
     spec.write_text(spec.read_text().replace(old, new, 1))
     _one_line_error(capsys, ["search", str(spec), "--out", str(tmp_path / "run")], fragment)
-    assert not (tmp_path / "run" / "study.db").exists()  # nothing created for a spec that can't run
+    assert not (tmp_path / "run").exists()  # nothing created for a spec that can't run
 
 
 def test_out_that_is_a_file(tmp_path, capsys):
@@ -96,7 +96,7 @@ def test_pareto_needs_no_data_and_creates_no_storage(tmp_path, capsys):
 def test_front_skips_trials_bitnas_did_not_write(tmp_path, capsys):
     spec = write_spec(tmp_path / "s.toml", trials=2, epochs=1)
     assert main(["search", str(spec), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = run_study(tmp_path / "run")
     study.add_trial(optuna.trial.create_trial(
         params={"depth": 1}, distributions={"depth": optuna.distributions.CategoricalDistribution([1, 2])},
         values=[1.0, 0.0]))  # would dominate everything, but carries no candidate
@@ -107,7 +107,7 @@ def test_front_skips_trials_bitnas_did_not_write(tmp_path, capsys):
 
 def test_a_study_whose_creation_was_cut_short_is_recreated(tmp_path):
     (tmp_path / "run").mkdir()
-    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"  # a run of an older bitnas (SQLite)
     optuna.create_study(study_name="tiny", storage=url, directions=["maximize", "minimize"])
     spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
     result = run_search(spec, tmp_path / "run", log=lambda m: None)
@@ -120,7 +120,7 @@ def test_a_study_from_before_promote_margin_existed_still_resumes(tmp_path, caps
     under qat = "promote", so such a study resumes; under promote a change refuses."""
     spec_path = write_spec(tmp_path / "s.toml", trials=1, epochs=1)
     assert main(["search", str(spec_path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = run_study(tmp_path / "run")
     assert "promote_margin" not in study.user_attrs["bitnas_identity"]["task"]
     assert main(["search", str(spec_path), "--out", str(tmp_path / "run"), "--quiet",
                  "--trials", "2"]) == 0, capsys.readouterr().err

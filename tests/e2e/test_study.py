@@ -5,42 +5,26 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 from bitnas.search.rebuild import rebuild_trial
+from bitnas.search.storage import run_dir_url
 from bitnas.search.study import open_study, run_search
 from bitnas.spec import load_spec
-from tests.conftest import run_bitnas, write_spec
+from tests.conftest import count_finished, run_bitnas, run_study, write_spec
 
 
 def _study(run_dir, name="tiny"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
+    return run_study(run_dir, name)
 
 
 def _finished(study):
     return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-
-
-def _count_finished(db) -> int:
-    """Finished trials, read as an outside observer would: read-only SQLite. (Opening an
-    Optuna storage would create the schema if it is missing, racing the search that is
-    creating it, and one of the two would fail with 'table already exists'.)"""
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(
-                "select count(*) from trials where state in ('COMPLETE', 'PRUNED')").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:  # not created yet
-        return 0
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +40,7 @@ def finished_run(tmp_path_factory):
 def test_study_writes_all_four_files(finished_run):
     tmp, _, proc = finished_run
     run = tmp / "run"
-    for name in ("study.db", "pareto.json", "pareto.csv", "pareto.png"):
+    for name in ("study.log", "pareto.json", "pareto.csv", "pareto.png"):
         assert (run / name).is_file(), name
     assert (run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -108,7 +92,7 @@ def test_pareto_command_prints_the_front(finished_run):
     records = json.loads((tmp / "run" / "pareto.json").read_text())
     for r in records:
         assert str(r["trial"]) in proc.stdout
-    as_json = run_bitnas("pareto", str(tmp / "run" / "study.db"), "--json")
+    as_json = run_bitnas("pareto", str(tmp / "run" / "study.log"), "--json")
     assert as_json.returncode == 0, as_json.stderr
     assert {r["trial"] for r in json.loads(as_json.stdout)} == {r["trial"] for r in records}
 
@@ -147,7 +131,7 @@ def test_infeasible_candidates_are_costed_but_never_evaluated(tmp_path):
 def test_orphaned_running_trial_is_failed_and_retried(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", trials=2, epochs=1))
     run_search(spec, tmp_path / "run", log=lambda m: None)
-    study = open_study(spec, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = open_study(spec, run_dir_url(tmp_path / "run"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     orphan = study.ask()
@@ -166,7 +150,6 @@ def test_orphaned_running_trial_is_failed_and_retried(tmp_path):
 
 def test_resume_after_the_process_is_killed(tmp_path):
     spec = write_spec(tmp_path / "s.toml", trials=40, epochs=15)
-    db = tmp_path / "run" / "study.db"
     log = (tmp_path / "search.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "bitnas", "search", str(spec), "--out",
                              str(tmp_path / "run")], stdout=subprocess.DEVNULL, stderr=log)
@@ -175,7 +158,7 @@ def test_resume_after_the_process_is_killed(tmp_path):
         done = 0
         while time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
-            done = _count_finished(db)
+            done = count_finished(tmp_path / "run")
             if done >= 3:
                 break
         assert done >= 3, "the study did not get going: " + (tmp_path / "search.log").read_text()
@@ -197,14 +180,13 @@ def test_resume_after_the_process_is_killed(tmp_path):
 
 def test_sigterm_marks_the_running_trial_failed_and_exits_130(tmp_path):
     spec = write_spec(tmp_path / "s.toml", trials=40, epochs=15)
-    db = tmp_path / "run" / "study.db"
     proc = subprocess.Popen([sys.executable, "-m", "bitnas", "search", str(spec), "--out",
                              str(tmp_path / "run")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-        if _count_finished(db) >= 2:
+        if count_finished(tmp_path / "run") >= 2:
             break
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -223,7 +205,7 @@ def test_sigterm_marks_the_running_trial_failed_and_exits_130(tmp_path):
 def test_unclaimed_running_trial_of_a_dead_run_is_recovered_at_once(tmp_path):
     spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
     run_search(spec, tmp_path / "run", log=lambda m: None)
-    study = open_study(spec, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = open_study(spec, run_dir_url(tmp_path / "run"))
     unclaimed = study.ask()  # killed before bitnas could record its worker
     run_search(spec.replace(trials=2), tmp_path / "run", log=lambda m: None)
     study = _study(tmp_path / "run")
@@ -236,7 +218,7 @@ def test_unclaimed_trial_is_left_alone_while_another_worker_lives(tmp_path):
 
     spec = load_spec(write_spec(tmp_path / "s.toml", trials=1, epochs=1))
     run_search(spec, tmp_path / "run", log=lambda m: None)
-    study = open_study(spec, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    study = open_study(spec, run_dir_url(tmp_path / "run"))
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         from bitnas.search.objective import process_start_time

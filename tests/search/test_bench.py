@@ -7,6 +7,7 @@ import time
 import pytest
 
 from bitnas.search import bench
+from tests.conftest import run_study
 
 TINY = {
     "groups": ("block0.q", "block0.mlp1", "block0.mlp2"),
@@ -97,6 +98,5 @@ def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_pat
 
 
 def optuna_trials(out):
-    import optuna
 
-    return optuna.load_study(study_name="bench-overhead", storage=f"sqlite:///{out / 'overhead.db'}").trials
+    return run_study(out / "overhead", "bench-overhead").trials

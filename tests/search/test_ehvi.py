@@ -128,3 +128,20 @@ def test_one_hot_for_named_choices():
                                 sampler=PoolEHVISampler(seed=0, n_startup_trials=5))
     study.optimize(obj, n_trials=20)
     assert {t.params["g0.quantizer"] for t in study.trials[5:]} == {"uniform", "pot"}
+
+
+def test_one_objective_beats_random_search():
+    """One objective takes expected improvement; on a sum of per-knob bowls it finds
+    better plans than random search in 30 trials."""
+
+    def bowls(trial):
+        return float(sum((trial.suggest_categorical(f"x{i}", [1, 2, 4, 8]) - 4) ** 2 for i in range(5)))
+
+    def best(sampler):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(bowls, n_trials=30)
+        return study.best_value
+
+    ours = [best(PoolEHVISampler(seed=s, n_startup_trials=5)) for s in range(3)]
+    rand = [best(optuna.samplers.RandomSampler(seed=s)) for s in range(3)]
+    assert sum(ours) < 0.6 * sum(rand)

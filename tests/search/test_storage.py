@@ -71,3 +71,20 @@ def test_postgresql_urls_without_a_driver_use_psycopg_3(monkeypatch):
     have.clear()
     with pytest.raises(BitnasError, match=r"pip install 'bitnas\[postgres\]'"):
         open_storage("postgresql://u:secret@h/db")
+
+
+def test_a_run_directory_keeps_its_study_in_a_journal_and_an_older_run_in_sqlite(tmp_path):
+    from bitnas.search.storage import resolve_storage, run_dir_url
+
+    new, old, both = tmp_path / "new", tmp_path / "old", tmp_path / "both"
+    for d in (new, old, both):
+        d.mkdir()
+    assert run_dir_url(new) == f"journal:///{new / 'study.log'}"
+    (old / "study.db").touch()  # made by a bitnas that stored studies in SQLite: resumes there
+    assert run_dir_url(old) == f"sqlite:///{old / 'study.db'}"
+    (both / "study.db").touch()
+    (both / "study.log").touch()
+    assert run_dir_url(both) == f"journal:///{both / 'study.log'}"
+    assert resolve_storage(str(old)) == run_dir_url(old)
+    with pytest.raises(BitnasError, match="has no study.log"):
+        resolve_storage(str(new))
