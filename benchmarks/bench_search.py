@@ -5,7 +5,8 @@
 - PTQ evaluation: fake-quant + calibration + validation accuracy of one plan,
   against a plain FP validation pass;
 - per-trial framework overhead: a bitnas trial with the FP model cached (so no
-  training), against a bare Optuna ask/suggest/tell loop on the same SQLite storage.
+  training), against a bare Optuna ask/suggest/tell loop on the same storage (a journal file,
+  bitnas's default).
 
 Run: `make bench` (or python benchmarks/bench_search.py [--quick]).
 """
@@ -25,6 +26,7 @@ from bitnas.evaluators import accuracy
 from bitnas.plan import LayerQuant, QuantPlan
 from bitnas.search.context import SearchContext
 from bitnas.search.objective import SearchObjective
+from bitnas.search.storage import open_storage
 from bitnas.spec import StudySpec
 
 SPEC = {
@@ -76,19 +78,19 @@ def main() -> None:
 
     trials = max(10, n // 5)
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        storage = open_storage(f"journal:///{Path(tmp) / 'bench.log'}")
 
         def bare(t: optuna.Trial) -> list[float]:
             ctx.space.suggest(t)
             return [0.0, 0.0]
 
-        base = optuna.create_study(study_name="bare", storage=url, directions=spec.directions,
+        base = optuna.create_study(study_name="bare", storage=storage, directions=spec.directions,
                                    sampler=optuna.samplers.RandomSampler(seed=0))
         start = time.perf_counter()
         base.optimize(bare, n_trials=trials)
         t_bare = (time.perf_counter() - start) / trials
 
-        full = optuna.create_study(study_name="bitnas", storage=url, directions=spec.directions,
+        full = optuna.create_study(study_name="bitnas", storage=storage, directions=spec.directions,
                                    sampler=optuna.samplers.RandomSampler(seed=0))
         objective = SearchObjective(ctx, spec.objectives)
         start = time.perf_counter()
