@@ -307,10 +307,9 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
                                 extra.append(base[:j] + (c,) + base[j + 1:])
                 if extra:
                     cands = np.vstack([cands, np.array(extra)])
-        flat = np.unique(np.ravel_multi_index(cands.T, sizes))
-        known = [np.ravel_multi_index(idx, sizes) for idx in seen if idx is not None]
-        flat = flat[~np.isin(flat, known)]
-        return np.array(np.unravel_index(flat, sizes), dtype=int).T.reshape(-1, len(sizes))
+        cands = np.unique(cands, axis=0)  # rows, not flat indices: a big space overflows int64
+        keep = [i for i, row in enumerate(map(tuple, cands.tolist())) if row not in seen]
+        return cands[keep].reshape(-1, len(sizes))
 
     def _p_feasible(self, enc: _Encoder, trials: list[FrozenTrial], pool: np.ndarray
                     ) -> np.ndarray | None:

@@ -145,3 +145,16 @@ def test_one_objective_beats_random_search():
     ours = [best(PoolEHVISampler(seed=s, n_startup_trials=5)) for s in range(3)]
     rand = [best(optuna.samplers.RandomSampler(seed=s)) for s in range(3)]
     assert sum(ours) < 0.6 * sum(rand)
+
+
+def test_a_space_too_big_to_number_is_sampled():
+    """40 knobs of 6 choices: 6^40 candidates, more than an int64 can index."""
+
+    def obj(trial):
+        bits = [trial.suggest_categorical(f"g{i}.w_bits", [1, 2, 3, 4, 6, 8]) for i in range(40)]
+        return sum(2.0 ** -b for b in bits), float(sum(bits))
+
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                sampler=PoolEHVISampler(seed=0, n_startup_trials=4))
+    study.optimize(obj, n_trials=8)
+    assert len({tuple(t.params.values()) for t in study.trials}) == 8
