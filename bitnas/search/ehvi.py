@@ -47,6 +47,8 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from bitnas.search.pareto import is_feasible
+
 #: the prior on each length scale (inputs in [0, 1]): log-normal, median and sd of its log
 LENGTH_SCALE_PRIOR = (0.5, 1.0)
 
@@ -96,11 +98,10 @@ def _standardize(y: np.ndarray) -> np.ndarray:
     return (y - y.mean()) / (sd if sd > 0 else 1.0)
 
 
-def _front(points: np.ndarray) -> np.ndarray:
-    """The non-dominated rows (minimisation)."""
-    keep = [i for i, p in enumerate(points)
+def _front_rows(points: np.ndarray) -> list[int]:
+    """Indices of the non-dominated rows (minimisation)."""
+    return [i for i, p in enumerate(points)
             if not np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1))]
-    return points[keep]
 
 
 def hvi_2d(samples: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -226,21 +227,24 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
     def _propose(self, study, trial, search_space) -> dict[str, Any]:
         enc = _Encoder(search_space)
         trials = study.get_trials(deepcopy=False)
+        index = {t.number: enc.index(t.params) for t in trials}  # None: outside the space
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
-                and enc.index(t.params) is not None]
+                and index[t.number] is not None]
         if len(done) < self.n_startup_trials:
             return {}
         seed = np.random.SeedSequence([self._seed or 0, trial.number])
         rng = np.random.default_rng(seed)
-        seen = {enc.index(t.params) for t in trials if t.number != trial.number}
-        pool_idx = self._pool(enc, rng, seen, done, study.directions)
+        signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
+        y = np.array([t.values for t in done], dtype=float) * signs
+        feasible = np.array([is_feasible(t) for t in done])
+        front_idx = np.flatnonzero(feasible)[_front_rows(y[feasible])]  # the feasible front
+        seen = {idx for n, idx in index.items() if n != trial.number and idx is not None}
+        pool_idx = self._pool(enc, rng, seen, [index[done[i].number] for i in front_idx])
         if len(pool_idx) == 0:
             return {}
         pool = enc.encode(pool_idx)
-        x = enc.encode(np.array([enc.index(t.params) for t in done]))
+        x = enc.encode(np.array([index[t.number] for t in done]))
         numbers = [t.number for t in done]
-        signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
-        y = np.array([t.values for t in done], dtype=float) * signs
         scale_mean, scale_sd = y.mean(axis=0), y.std(axis=0)
         scale_sd[scale_sd == 0] = 1.0
         ystd = (y - scale_mean) / scale_sd
@@ -248,12 +252,11 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
         mean = np.stack([m for m, _ in post], axis=1)  # standardised units of each objective
         std = np.stack([s for _, s in post], axis=1)
 
-        p_feasible = self._p_feasible(enc, trials, pool)
-        feasible = np.array([_violation(t) <= 0 for t in done])
+        p_feasible = self._p_feasible(enc, trials, index, pool)
         if not feasible.any():
             score = p_feasible if p_feasible is not None else std.sum(axis=1)
         else:
-            front = _front(ystd[feasible])
+            front = ystd[front_idx]
             span = ystd.max(axis=0) - ystd.min(axis=0)
             ref = ystd.max(axis=0) + 0.1 * np.where(span > 0, span, 1.0)
             z = rng.standard_normal((self.mc_samples, 1, y.shape[1]))
@@ -282,8 +285,10 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
                 score = std.sum(axis=1) * (p_feasible if p_feasible is not None else 1.0)
         return enc.params(pool_idx[int(np.argmax(score))])
 
-    def _pool(self, enc: _Encoder, rng: np.random.Generator, seen: set, done: list[FrozenTrial],
-              directions) -> np.ndarray:
+    def _pool(self, enc: _Encoder, rng: np.random.Generator, seen: set[tuple[int, ...]],
+              front: list[tuple[int, ...]]) -> np.ndarray:
+        """Choice indices of the candidates to score, none of them in ``seen``: all of a
+        small space, else random ones plus the one-knob neighbours of ``front``."""
         sizes = [len(c) for c in enc.choices]
         total = math.prod(sizes)
         if total <= self.pool_size:
@@ -291,38 +296,26 @@ class PoolEHVISampler(optuna.samplers.BaseSampler):
         else:
             rows = [rng.integers(0, s, self.pool_size) for s in sizes]
             cands = np.stack(rows, axis=1)
-            # one-knob neighbours of the feasible front's members
-            signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
-            feas = [t for t in done if _violation(t) <= 0]
-            if feas:
-                vals = np.array([t.values for t in feas]) * signs
-                keep = [i for i, v in enumerate(vals)
-                        if not np.any(np.all(vals <= v, axis=1) & np.any(vals < v, axis=1))]
-                extra = []
-                for i in keep:
-                    base = enc.index(feas[i].params)
-                    for j, s in enumerate(sizes):
-                        for c in range(s):
-                            if c != base[j]:
-                                extra.append(base[:j] + (c,) + base[j + 1:])
-                if extra:
-                    cands = np.vstack([cands, np.array(extra)])
+            extra = [base[:j] + (c,) + base[j + 1:] for base in front
+                     for j, s in enumerate(sizes) for c in range(s) if c != base[j]]
+            if extra:
+                cands = np.vstack([cands, np.array(extra)])
         cands = np.unique(cands, axis=0)  # rows, not flat indices: a big space overflows int64
         keep = [i for i, row in enumerate(map(tuple, cands.tolist())) if row not in seen]
         return cands[keep].reshape(-1, len(sizes))
 
-    def _p_feasible(self, enc: _Encoder, trials: list[FrozenTrial], pool: np.ndarray
-                    ) -> np.ndarray | None:
+    def _p_feasible(self, enc: _Encoder, trials: list[FrozenTrial],
+                    index: dict[int, tuple[int, ...] | None], pool: np.ndarray) -> np.ndarray | None:
         """Posterior probability that each pool candidate breaks no constraint, or None
         when no trial broke one."""
         from scipy.stats import norm
 
         known = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                 and t.constraints and enc.index(t.params) is not None]
+                 and t.constraints and index[t.number] is not None]
         v = np.array([_violation(t) for t in known])
         if len(v) == 0 or not np.any(v > 0):
             return None
-        x = enc.encode(np.array([enc.index(t.params) for t in known]))
+        x = enc.encode(np.array([index[t.number] for t in known]))
         c = np.sign(v) * np.log1p(np.abs(v))  # violations are relative; tame the large ones
         scale = c.std() or 1.0
         mean, std = self._posterior("violation", [t.number for t in known], x, c, pool)
