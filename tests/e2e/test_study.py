@@ -19,10 +19,6 @@ from bitnas.spec import load_spec
 from tests.conftest import count_finished, run_bitnas, run_study, write_spec
 
 
-def _study(run_dir, name="tiny"):
-    return run_study(run_dir, name)
-
-
 def _finished(study):
     return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
 
@@ -46,7 +42,7 @@ def test_study_writes_all_four_files(finished_run):
 
     records = json.loads((run / "pareto.json").read_text())
     assert records, "empty front"
-    study = _study(run)
+    study = run_study(run)
     feasible = [t for t in study.trials if t.state == TrialState.COMPLETE]
     for r in records:
         assert set(r) >= {"trial", "values", "arch", "plan", "cost"}
@@ -72,15 +68,15 @@ def test_study_writes_all_four_files(finished_run):
 
 def test_rerun_resumes_and_trials_extends(finished_run):
     tmp, spec, _ = finished_run
-    before = {t.number: (t.params, t.values) for t in _finished(_study(tmp / "run"))}
+    before = {t.number: (t.params, t.values) for t in _finished(run_study(tmp / "run"))}
     again = run_bitnas("search", str(spec), "--out", str(tmp / "run"))
     assert again.returncode == 0, again.stderr
     assert "6/6 trials finished, 0 to run" in again.stderr
-    assert len(_finished(_study(tmp / "run"))) == 6
+    assert len(_finished(run_study(tmp / "run"))) == 6
 
     more = run_bitnas("search", str(spec), "--out", str(tmp / "run"), "--trials", "8")
     assert more.returncode == 0, more.stderr
-    after = {t.number: (t.params, t.values) for t in _finished(_study(tmp / "run"))}
+    after = {t.number: (t.params, t.values) for t in _finished(run_study(tmp / "run"))}
     assert len(after) == 8
     assert all(after[n] == v for n, v in before.items())  # nothing lost, nothing rerun
 
@@ -101,7 +97,7 @@ def test_rebuilding_a_front_member_gives_the_same_accuracy(finished_run):
     tmp, spec_path, _ = finished_run
     run = tmp / "run"
     member = json.loads((run / "pareto.json").read_text())[-1]
-    study = _study(run)
+    study = run_study(run)
     out = rebuild_trial(study, load_spec(spec_path), member["trial"], run / "fp_cache")
     assert out["candidate"].to_dict()["plan"] == member["plan"]
     assert out["metrics"]["accuracy"] == member["values"]["accuracy"]
@@ -139,7 +135,7 @@ def test_orphaned_running_trial_is_failed_and_retried(tmp_path):
     orphan.set_user_attr("worker", f"{__import__('socket').gethostname()}:{dead}:0")
     logs = []
     run_search(spec.replace(trials=3), tmp_path / "run", log=logs.append)
-    study = _study(tmp_path / "run")
+    study = run_study(tmp_path / "run")
     assert study.trials[orphan.number].state == TrialState.FAIL
     retried = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -166,12 +162,12 @@ def test_resume_after_the_process_is_killed(tmp_path):
     finally:
         proc.wait(timeout=30)
         log.close()
-    before = {t.number: (t.params, t.values, t.state) for t in _finished(_study(tmp_path / "run"))}
+    before = {t.number: (t.params, t.values, t.state) for t in _finished(run_study(tmp_path / "run"))}
     target = len(before) + 2
     resumed = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"), "--trials",
                          str(target))
     assert resumed.returncode == 0, resumed.stderr
-    study = _study(tmp_path / "run")
+    study = run_study(tmp_path / "run")
     after = {t.number: (t.params, t.values, t.state) for t in _finished(study)}
     assert len(after) == target
     assert all(after[n] == v for n, v in before.items())
@@ -192,13 +188,13 @@ def test_sigterm_marks_the_running_trial_failed_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err and "Traceback" not in err
-    study = _study(tmp_path / "run")
+    study = run_study(tmp_path / "run")
     assert not study.get_trials(states=(TrialState.RUNNING,))
     interrupted = [t.number for t in study.trials if t.user_attrs.get("interrupted")]
     target = len(_finished(study)) + 1
     resumed = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"), "--trials", str(target))
     assert resumed.returncode == 0, resumed.stderr
-    retried = {t.user_attrs.get("retry_of") for t in _study(tmp_path / "run").trials}
+    retried = {t.user_attrs.get("retry_of") for t in run_study(tmp_path / "run").trials}
     assert all(n in retried for n in interrupted)  # an interrupted candidate is run again
 
 
@@ -208,7 +204,7 @@ def test_unclaimed_running_trial_of_a_dead_run_is_recovered_at_once(tmp_path):
     study = open_study(spec, run_dir_url(tmp_path / "run"))
     unclaimed = study.ask()  # killed before bitnas could record its worker
     run_search(spec.replace(trials=2), tmp_path / "run", log=lambda m: None)
-    study = _study(tmp_path / "run")
+    study = run_study(tmp_path / "run")
     assert study.trials[unclaimed.number].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
