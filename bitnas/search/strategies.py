@@ -200,7 +200,8 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     spec to choose it). Sensitivities come from the trained FP model on 128 training
     samples; costs from the study's hardware model (static: no spikes are measured
     for a plan that is not built) on the first minimised cost objective, else
-    weight_bytes.
+    weight_bytes. The spec's bounds on cost fields limit every plan (marginal costs,
+    like the budget's), so that no queued plan is ruled out before it is built.
     """
     import numpy as np
     from optuna.trial import FixedTrial
@@ -225,13 +226,22 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
         return {**params, f"{g}.w_bits": c[0], f"{g}.quantizer": c[1]}
 
     allowed = np.array([[c[0] in prec.group_w_bits.get(g, prec.w_bits) for c in choices] for g in groups])
-    base_cost = ctx.cost(cand).value(field)
-    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))).value(field) if ok else 0.0
+    base_cost = ctx.cost(cand)
+    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))) if ok else None
               for c, ok in zip(choices, row, strict=True)] for g, row in zip(groups, allowed, strict=True)]
+
+    def marginal(name: str) -> np.ndarray:  # a choice a group may not take counts as 0
+        base_value = base_cost.value(name)
+        return ilp.marginal_costs(base_value, [[base_value if c is None else c.value(name) for c in row]
+                                               for row in costs])
+
+    # the spec's bounds on cost fields, as limits on the same marginal costs
+    limits = [(marginal(name), bound - base_cost.value(name)) for name, bound in spec.constraints.items()]
     omega = np.array([[sens.omega(g, *c) for c in choices] for g in groups])
-    plans = ilp.sweep(omega, ilp.marginal_costs(base_cost, costs), n_plans, allowed)
+    plans = ilp.sweep(omega, marginal(field), n_plans, allowed, limits)
+    bounded = f" within {', '.join(spec.constraints)}" if limits else ""
     log(f"ilp: {sens.estimator} sensitivities of {len(groups)} groups x {len(choices)} choices; "
-        f"{len(plans)} distinct plans over a sweep of {field} budgets queued")
+        f"{len(plans)} distinct plans over a sweep of {field} budgets{bounded} queued")
     out = []
     for plan in plans:
         params = dict(base)

@@ -29,6 +29,35 @@ def test_ilp_matches_brute_force_on_tiny_problems():
     assert ilp.solve(np.ones((2, 2)), np.ones((2, 2)), 1.0) is None  # nothing fits
 
 
+def test_ilp_keeps_further_limits():
+    rng = np.random.default_rng(2)
+    bound_hits = 0
+    for _ in range(30):
+        omega, cost, other = rng.random((3, 3)), rng.random((3, 3)), rng.random((3, 3)) * 1e4
+        limits = [(other, rng.uniform(other.min(axis=1).sum(), other.max(axis=1).sum()))]
+        budget = rng.uniform(cost.min(axis=1).sum(), cost.max(axis=1).sum())
+        got = ilp.solve(omega, cost, budget, limits=limits)
+        want = ilp.brute_force(omega, cost, budget, limits=limits)
+        if want is None:
+            assert got is None
+            continue
+        assert other[[0, 1, 2], got].sum() <= limits[0][1] * (1 + 1e-9)
+        assert omega[[0, 1, 2], got].sum() == pytest.approx(omega[[0, 1, 2], want].sum())
+        bound_hits += ilp.brute_force(omega, cost, budget) != want  # the limit changed the answer
+    assert bound_hits > 0
+
+
+def test_sweep_stops_at_the_best_plan_the_limits_allow():
+    omega = np.array([[4.0, 1.0, 0.0], [40.0, 10.0, 0.0]])
+    cost = np.array([[2.0, 4.0, 8.0], [2.0, 4.0, 8.0]])
+    size = np.array([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0]])  # e.g. weight bytes: at most 5
+    plans = ilp.sweep(omega, cost, 20, limits=[(size, 5.0)])
+    assert plans and all(size[[0, 1], p].sum() <= 5.0 for p in plans)
+    assert plans[-1] == [0, 2]  # the least sensitive plan within the limit ...
+    assert any(size[[0, 1], p].sum() > 5.0 for p in ilp.sweep(omega, cost, 20))  # (it binds)
+    assert ilp.sweep(omega, cost, 20, limits=[(size, 1.0)]) == []  # ... and none when none fits
+
+
 def test_sweep_trades_sensitivity_for_cost():
     # two groups, choices = (2, 4, 8) bits: sensitivity falls, cost rises with bits
     omega = np.array([[4.0, 1.0, 0.0], [40.0, 10.0, 0.0]])
@@ -98,6 +127,25 @@ def test_ilp_strategies_queue_their_front(tmp_path, strategy):
     assert len(plans) == len(queued)  # distinct plans
     done = result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) == 8
+
+
+def test_ilp_queues_no_plan_over_the_specs_bounds(tmp_path):
+    from bitnas.search.study import run_search
+    from bitnas.spec import load_spec
+    from tests.conftest import write_spec
+
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=4, epochs=1)).replace(sampler="ilp")
+    unbounded = run_search(spec, tmp_path / "free", log=lambda m: None).study
+    sizes = sorted(t.user_attrs["cost"]["weight_bytes"] for t in unbounded.trials
+                   if "fixed_params" in t.system_attrs)
+    assert len(sizes) >= 3
+    bound = (sizes[0] + sizes[-1]) // 2  # the dearer plans of the unbounded sweep break it
+    bounded = load_spec(write_spec(tmp_path / "b.toml", trials=4, epochs=1, weight_bytes=bound))
+    logs = []
+    study = run_search(bounded.replace(sampler="ilp"), tmp_path / "run", log=logs.append).study
+    queued = [t for t in study.trials if "fixed_params" in t.system_attrs]
+    assert len(queued) >= 2 and any("within weight_bytes" in line for line in logs)
+    assert all(t.user_attrs["cost"]["weight_bytes"] <= bound for t in queued)
 
 
 def test_ilp_respects_choices_a_group_may_not_take():
