@@ -92,6 +92,26 @@ class LayerQuant:
         return LayerQuant(**{**self.to_dict(), **changes})
 
 
+def describe_layer(d: Mapping[str, Any]) -> str:
+    """A layer quant (its dict form) in a few characters: scheme and weight bits, then
+    activation bits, then membrane bits where quantized, e.g. ``pot4/8/v4``."""
+    text = f"{d['quantizer']}{d['w_bits']}/{d.get('a_bits', 8)}"
+    if d.get("v_bits", FLOAT_BITS) != FLOAT_BITS:
+        text += f"/v{d['v_bits']}"
+    if d.get("options"):
+        text += "(" + ",".join(f"{k}={v}" for k, v in sorted(d["options"].items())) + ")"
+    return text
+
+
+#: what :func:`describe_plan` shows, for table headers
+PLAN_LEGEND = "scheme+w_bits/a_bits[/v membrane bits] per group"
+
+
+def describe_plan(plan: Mapping[str, Mapping[str, Any]]) -> str:
+    """A plan (its dict form) on one line: ``group:`` :func:`describe_layer` per group."""
+    return " ".join(f"{g}:{describe_layer(lq)}" for g, lq in plan.items())
+
+
 @dataclass(frozen=True)
 class QuantPlan:
     """Layer-group name -> :class:`LayerQuant`, in execution order."""

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from bitnas.errors import BitnasError
-from bitnas.plan import Candidate, LayerQuant, QuantPlan
+from bitnas.plan import Candidate, LayerQuant, QuantPlan, describe_plan
 
 
 def test_layer_quant_round_trip():
@@ -60,3 +60,12 @@ def test_candidate_json_round_trip_and_hash():
     assert back.arch_dict() == {"depth": 2, "widths": [8, 16]}
     other = Candidate({"depth": 2, "widths": [8, 8]}, cand.plan, "cnn")
     assert other != cand
+
+
+def test_describe_plan_shows_every_searched_choice():
+    plan = QuantPlan({
+        "stem": LayerQuant(4, 8, "pot", v_bits=4),
+        "head": LayerQuant(8, 8, "uniform"),
+        "fc": LayerQuant(3, 8, "lut", options={"levels": 6}),
+    })
+    assert describe_plan(plan.to_dict()) == "stem:pot4/8/v4 head:uniform8/8 fc:lut3/8(levels=6)"

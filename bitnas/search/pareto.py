@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
 from bitnas.hardware_models.base import COST_FIELDS
-from bitnas.plan import candidate_key
+from bitnas.plan import FLOAT_BITS, PLAN_LEGEND, candidate_key, describe_plan
 from bitnas.spec import Objective
 
 
@@ -176,6 +176,7 @@ def write_csv(records: list[dict[str, Any]], objectives: Sequence[Objective], pa
     import pandas as pd
 
     rows = []
+    membranes = any("v_bits" in lq for r in records for lq in r["plan"].values())
     for r in records:
         row: dict[str, Any] = {"trial": r["trial"]}
         row.update({o.name: r["values"][o.name] for o in objectives})
@@ -187,6 +188,10 @@ def write_csv(records: list[dict[str, Any]], objectives: Sequence[Objective], pa
             row[f"{group}.w_bits"] = lq["w_bits"]
             row[f"{group}.a_bits"] = lq["a_bits"]
             row[f"{group}.quantizer"] = lq["quantizer"]
+            if membranes:  # a spiking plan: membrane bits, 32 where held in float
+                row[f"{group}.v_bits"] = lq.get("v_bits", FLOAT_BITS)
+            for k, v in lq.get("options", {}).items():
+                row[f"{group}.{k}"] = v
         rows.append(row)
     pd.DataFrame(rows).to_csv(path, index=False)
 
@@ -286,12 +291,12 @@ def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objecti
     if not records:
         return "(no feasible trial yet: the front is empty)"
     has_ref = any("reference_int8" in r for r in records)
-    header = ["trial", *[o.name for o in objectives], "weight_bytes", "arch", "bits (w/a per group)"]
+    header = ["trial", *[o.name for o in objectives], "weight_bytes", "arch", f"plan ({PLAN_LEGEND})"]
     if has_ref:
         header += ["FP acc", "int8 acc", "energy vs int8"]
     rows = []
     for r in records:
-        bits = " ".join(f"{g}:{lq['w_bits']}/{lq['a_bits']}" for g, lq in r["plan"].items())
+        bits = describe_plan(r["plan"])
         arch = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in r["arch"].items())
         row = [str(r["trial"]), *[_fmt(r["values"][o.name]) for o in objectives],
                str(r["cost"]["weight_bytes"]), arch, bits]

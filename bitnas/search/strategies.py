@@ -193,16 +193,85 @@ def uniform_params(space, w_bits, quantizer: str = "uniform",
     return picker.params
 
 
+#: the ILP warm start gives each architecture it covers at least this many plans
+PLANS_PER_ARCH = 3
+#: architectures enumerated at most (a larger space is covered by the first ones)
+MAX_ARCHS = 64
+
+
+def arch_params(space, limit: int = MAX_ARCHS) -> list[dict]:
+    """Every architecture of ``space`` (at most ``limit``), each as the Optuna params of
+    its architecture knobs; knobs that exist only for some choices of others (a CNN's
+    ``width1`` under ``depth = 2``) are followed. The first is the space's first choice
+    of every knob."""
+    out: list[dict] = []
+    stack: list[list[int]] = [[]]  # choice indices of the arch knobs met, in order
+    while stack and len(out) < limit:
+        prefix = stack.pop()
+        met: list[int] = []  # number of choices of each arch knob met
+
+        def pick(name, choices, prefix=prefix, met=met):
+            if split_knob(name)[0] is not None:
+                return choices[0]
+            i = len(met)
+            met.append(len(choices))
+            return choices[prefix[i] if i < len(prefix) else 0]
+
+        picker = _Picker(pick)
+        space.suggest(picker)
+        out.append({k: v for k, v in picker.params.items() if split_knob(k)[0] is None})
+        full = prefix + [0] * (len(met) - len(prefix))
+        for i in range(len(met) - 1, len(prefix) - 1, -1):  # vary one knob past the prefix
+            stack.extend(full[:i] + [c] for c in range(met[i] - 1, 0, -1))
+    return out
+
+
 def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     """Params of the ILP's front: HAWQ-V3-style plans for a sweep of budgets.
 
-    The architecture is the space's first choice of every knob (fix the arch in the
-    spec to choose it). Sensitivities come from the trained FP model on 128 training
-    samples; costs from the study's hardware model (static: no spikes are measured
-    for a plan that is not built) on the first minimised cost objective, else
-    weight_bytes. The spec's bounds on cost fields limit every plan (marginal costs,
-    like the budget's), so that no queued plan is ruled out before it is built.
+    The plans are shared among the space's architectures, at least
+    ``PLANS_PER_ARCH`` each; when there are more architectures than that allows, the
+    ones covered are spread evenly over the range of the cost field's value at each
+    architecture's cheapest plan. Each covered architecture's FP model is trained for
+    its sensitivities (128 training samples); costs come from the study's hardware
+    model (static: no spikes are measured for a plan that is not built) on the first
+    minimised cost objective, else weight_bytes. The spec's bounds on cost fields
+    limit every plan (marginal costs, like the budget's), so that no queued plan is
+    ruled out before it is built. Precision knobs other than weight bits and scheme
+    (a_bits, v_bits) take their widest choice: the search after the warm start
+    explores them.
     """
+    from optuna.trial import FixedTrial
+
+    space = ctx.space
+    prec = space.precision
+    field = next((o.name for o in spec.objectives
+                  if o.name in spec.cost_fields and o.direction == "minimize"),
+                 "weight_bytes")
+    archs = arch_params(space)
+    bases = [uniform_params(space, min, prec.quantizers[0], arch=a) for a in archs]  # fewest bits
+    n_archs = min(len(archs), max(1, n_plans // PLANS_PER_ARCH))
+    if n_archs < len(archs):
+        import numpy as np
+
+        by_cost = sorted(range(len(archs)),
+                         key=lambda i: ctx.cost(space.suggest(FixedTrial(bases[i]))).value(field))
+        bases = [bases[by_cost[int(i)]] for i in np.unique(np.linspace(0, len(archs) - 1, n_archs).round())]
+    shares = [n_plans // len(bases) + (i < n_plans % len(bases)) for i in range(len(bases))]
+    out: list[dict] = []
+    for base, share in zip(bases, shares, strict=True):
+        plans, note = _ilp_front(ctx, spec, base, share, field)
+        out.extend(plans)
+        arch = " ".join(f"{k}={v}" for k, v in base.items() if split_knob(k)[0] is None)
+        log(f"ilp: {note}; {len(plans)} distinct plans over a sweep of {field} budgets"
+            f"{' within ' + ', '.join(spec.constraints) if spec.constraints else ''} queued"
+            f"{' (' + arch + ')' if len(archs) > 1 else ''}")
+    return out
+
+
+def _ilp_front(ctx, spec, base: dict, n_plans: int, field: str) -> tuple[list[dict], str]:
+    """The ILP's plans for the architecture of ``base`` (params with every group at its
+    fewest bits), and a note on the sensitivities used."""
     import numpy as np
     from optuna.trial import FixedTrial
 
@@ -212,12 +281,8 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     space = ctx.space
     prec = space.precision
     choices = [(b, q) for q in prec.quantizers for b in prec.all_w_bits()]
-    base = uniform_params(space, min, prec.quantizers[0])  # each group at its fewest bits
     cand = space.suggest(FixedTrial(base))
     groups, _ = ctx.structure(cand)
-    field = next((o.name for o in spec.objectives
-                  if o.name in spec.cost_fields and o.direction == "minimize"),
-                 "weight_bytes")
     model, _ = ctx.fp_model(cand)
     batch = Split(ctx.data.train.x[:128], ctx.data.train.y[:128])
     sens = sensitivity.estimate(model, groups, batch, choices, seed=spec.seed)
@@ -238,17 +303,13 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     # the spec's bounds on cost fields, as limits on the same marginal costs
     limits = [(marginal(name), bound - base_cost.value(name)) for name, bound in spec.constraints.items()]
     omega = np.array([[sens.omega(g, *c) for c in choices] for g in groups])
-    plans = ilp.sweep(omega, marginal(field), n_plans, allowed, limits)
-    bounded = f" within {', '.join(spec.constraints)}" if limits else ""
-    log(f"ilp: {sens.estimator} sensitivities of {len(groups)} groups x {len(choices)} choices; "
-        f"{len(plans)} distinct plans over a sweep of {field} budgets{bounded} queued")
     out = []
-    for plan in plans:
+    for plan in ilp.sweep(omega, marginal(field), n_plans, allowed, limits):
         params = dict(base)
         for g, i in zip(groups, plan, strict=True):
             params = with_choice(params, g, choices[i])
         out.append(params)
-    return out
+    return out, f"{sens.estimator} sensitivities of {len(groups)} groups x {len(choices)} choices"
 
 
 @strategy("ilp", warm_start=ilp_params)

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bitnas import __version__
 from bitnas.errors import BitnasError
 from bitnas.hardware_models import Cost
-from bitnas.plan import Candidate, QuantPlan
+from bitnas.plan import Candidate, QuantPlan, describe_plan
 from bitnas.registry import STRATEGIES
 from bitnas.search.context import SearchContext
 from bitnas.search.hypervolume import REFERENCE_ATTR, default_reference, front_hypervolume
@@ -229,13 +229,13 @@ def _sampler_seed(seed: int, n_existing: int, salt: int = 0) -> int:
 
 def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
     plan = t.user_attrs.get("candidate", {}).get("plan", {})
-    bits = " ".join(f"{g}:{lq['w_bits']}/{lq['a_bits']}" for g, lq in plan.items())
+    bits = describe_plan(plan)
     arch = t.user_attrs.get("candidate", {}).get("arch", {})
     arch_s = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in arch.items())
     timing = t.user_attrs.get("timing_s", {})
     if t.state == TrialState.PRUNED:
         bad = ", ".join(f"{k} {v:+.0%} over" for k, v in t.constraints.items() if v > 0)
-        return f"#{t.number:<4d} infeasible ({bad}), not evaluated  {arch_s}  w/a {bits}"
+        return f"#{t.number:<4d} infeasible ({bad}), not evaluated  {arch_s}  {bits}"
     vals = "  ".join(f"{o.name}={v:.4g}" for o, v in zip(spec.objectives, t.values, strict=True))
     extra = ""
     if timing.get("fp_train_s"):
@@ -243,7 +243,7 @@ def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
     if "duplicate_of" in t.user_attrs:
         extra = f", same as #{t.user_attrs['duplicate_of']}"
     dur = t.duration.total_seconds() if t.duration else 0.0
-    return f"#{t.number:<4d} {vals}  {arch_s}  w/a {bits}  ({dur:.2f}s{extra})"
+    return f"#{t.number:<4d} {vals}  {arch_s}  {bits}  ({dur:.2f}s{extra})"
 
 
 _UNITS = {"_bytes": "bytes", "_j": "J", "_s": "s"}

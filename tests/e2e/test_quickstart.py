@@ -22,15 +22,16 @@ def test_quickstart_spiking_front(tmp_path):
     records = _front(tmp_path, "quickstart", timeout=900)
     for r in records:
         assert r["cost"]["weight_bytes"] <= 16384  # the spec's budget
-        assert r["fp_metrics"]["accuracy"] > 0.85
+        assert r["fp_metrics"]["accuracy"] > 0.8  # one time step: 0.84 at seed 0
         assert r["values"]["accuracy"] >= r["fp_metrics"]["accuracy"] - 0.05  # the spec's floor
         assert all(lq["w_bits"] <= 8 for lq in r["plan"].values())
         # spikes were measured: some layer runs on synaptic ops, not dense MACs
         assert any(p["dense"] == 0.0 for p in r["cost"]["per_layer"].values())
     best = max(records, key=lambda r: r["values"]["accuracy"])
     assert best["values"]["accuracy"] > best["fp_metrics"]["accuracy"] - 0.03
-    # the energy axis is driven by what the demo searches: its most accurate member needs at
-    # least twice the energy of its cheapest (the target; 2.9x measured at seed 0)
+    assert best["fp_metrics"]["accuracy"] > 0.9
+    # the energy axis is driven by what the demo searches (time steps, bits): its most
+    # accurate member needs at least twice the energy of its cheapest (the target)
     cheapest = min(records, key=lambda r: r["values"]["energy_j"])
     assert best["values"]["energy_j"] >= 2 * cheapest["values"]["energy_j"]
     # the low-energy end of the front is below uniform 8 bit of the same arch (32-bit membranes)

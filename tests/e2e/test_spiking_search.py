@@ -28,6 +28,14 @@ def test_spiking_study_runs_and_exports(tmp_path, space):
         assert {"stem0", "stem", "block0.q", "block0.k", "block0.v", "head"} <= set(plan)
         assert 0.0 <= t.user_attrs["metrics"]["accuracy"] <= 1.0
     assert (tmp_path / "run" / "pareto.json").is_file() and result.records
+    # the searched membrane bits and schemes are in the export, not only in pareto.json
+    import pandas as pd
+
+    csv = pd.read_csv(tmp_path / "run" / "pareto.csv")
+    for _, row in csv.iterrows():
+        plan = result.study.trials[int(row["trial"])].user_attrs["candidate"]["plan"]
+        for g, lq in plan.items():
+            assert row[f"{g}.v_bits"] == lq.get("v_bits", 32) and row[f"{g}.quantizer"] == lq["quantizer"]
 
 
 def test_activity_bounds_wait_for_measured_spikes(tmp_path):

@@ -123,7 +123,8 @@ def test_ilp_strategies_queue_their_front(tmp_path, strategy):
     assert any(line.startswith("ilp: hutchinson sensitivities") for line in logs)
     queued = [t for t in result.study.trials if "fixed_params" in t.system_attrs]
     assert len(queued) >= 2
-    plans = {tuple(sorted((k, v) for k, v in t.params.items() if k.endswith(".w_bits"))) for t in queued}
+    plans = {tuple(sorted((k, v) for k, v in t.params.items() if "." not in k or k.endswith(".w_bits")))
+             for t in queued}
     assert len(plans) == len(queued)  # distinct plans
     done = result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) == 8
@@ -176,3 +177,34 @@ def test_ilp_with_a_group_pinned_below_the_others(tmp_path):
     queued = [t for t in result.study.trials if "fixed_params" in t.system_attrs]
     assert queued and all(t.params["fc.w_bits"] in (2, 8) and t.params["conv0.w_bits"] in (4, 8)
                           for t in queued)
+
+
+def test_arch_params_lists_every_architecture_once():
+    from bitnas.registry import SPACES, load_all
+    from bitnas.search.strategies import arch_params
+
+    load_all()
+    space = SPACES.create("cnn", input_shape=(1, 8, 8), num_classes=10, depth=[1, 2],
+                          widths=[4, 8, 16], kernel_size=[3], w_bits=[2, 8])
+    archs = arch_params(space)
+    # depth 1: 3 widths; depth 2: 3 x 3
+    assert len(archs) == 12 and len({tuple(sorted(a.items())) for a in archs}) == 12
+    assert archs[0] == {"depth": 1, "width0": 4}  # the space's first choices first
+    assert sum(a["depth"] == 2 and set(a) == {"depth", "width0", "width1"} for a in archs) == 9
+    assert len(arch_params(space, limit=5)) == 5
+
+
+def test_the_ilp_warm_start_spreads_its_plans_over_architectures(tmp_path):
+    from bitnas.search.study import run_search
+    from bitnas.spec import load_spec
+    from tests.conftest import write_spec
+
+    spec = load_spec(write_spec(tmp_path / "s.toml", trials=7, epochs=1)).replace(sampler="ilp")
+    logs = []
+    study = run_search(spec, tmp_path / "run", log=logs.append).study
+    queued = [t for t in study.trials if "fixed_params" in t.system_attrs]
+    archs = {(t.params["depth"], t.params["width0"], t.params.get("width1")) for t in queued}
+    # 7 plans, 3 per architecture at least: 2 of the tiny space's 6 architectures, the
+    # cheapest and the dearest
+    assert archs == {(1, 4, None), (2, 8, 8)}
+    assert sum(line.startswith("ilp: ") for line in logs) == 2
