@@ -259,13 +259,15 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
         bases = [bases[by_cost[int(i)]] for i in np.unique(np.linspace(0, len(archs) - 1, n_archs).round())]
     shares = [n_plans // len(bases) + (i < n_plans % len(bases)) for i in range(len(bases))]
     out: list[dict] = []
-    for base, share in zip(bases, shares, strict=True):
+    for i, (base, share) in enumerate(zip(bases, shares, strict=True)):
+        arch = " ".join(f"{k}={v}" for k, v in base.items() if split_knob(k)[0] is None)
+        where = f" ({arch})" if len(archs) > 1 else ""
+        log(f"ilp: architecture {i + 1} of {len(bases)}{where}: float model (trained once, then "
+            "cached) and sensitivities")
         plans, note = _ilp_front(ctx, spec, base, share, field)
         out.extend(plans)
-        arch = " ".join(f"{k}={v}" for k, v in base.items() if split_knob(k)[0] is None)
         log(f"ilp: {note}; {len(plans)} distinct plans over a sweep of {field} budgets"
-            f"{' within ' + ', '.join(spec.constraints) if spec.constraints else ''} queued"
-            f"{' (' + arch + ')' if len(archs) > 1 else ''}")
+            f"{' within ' + ', '.join(spec.constraints) if spec.constraints else ''} queued{where}")
     return out
 
 

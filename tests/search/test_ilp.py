@@ -207,4 +207,5 @@ def test_the_ilp_warm_start_spreads_its_plans_over_architectures(tmp_path):
     # 7 plans, 3 per architecture at least: 2 of the tiny space's 6 architectures, the
     # cheapest and the dearest
     assert archs == {(1, 4, None), (2, 8, 8)}
-    assert sum(line.startswith("ilp: ") for line in logs) == 2
+    assert sum(line.startswith("ilp: architecture ") for line in logs) == 2
+    assert sum("distinct plans" in line for line in logs) == 2
