@@ -66,8 +66,9 @@ class LayerWorkload:
     # share of the layer's inputs that carry a spike (in_spike_rate counts synaptic ops, which
     # padding dilutes); routing and neuron activity depend on this one
     in_spike_fraction: float | None = None
-    #: a BatchNorm that folds into the preceding layer's weights at inference: counted, but no
-    #: model charges it anything (its shift becomes that layer's bias, not charged either)
+    #: a BatchNorm that folds into the preceding layer at inference: counted, but no model
+    #: charges it any work; its shift becomes that layer's bias, which ``bias_params`` holds
+    #: where the layer had none (stored with the weights)
     folded: bool = False
     #: the module whose forward the op belongs to ("" for a hand-made workload: the name)
     module: str = ""

@@ -10,7 +10,8 @@ Per op, with w and a the group's weight and activation bits (kinds: see ``OP_KIN
 - a pool's compares or adds and an element-wise add ("eltwise") cost an a-bit add each,
   E_add32 * a / 32 (a 32-bit float add at 32 bits);
 - a norm costs a multiply-add per element at a x a bits, except a BatchNorm that folds
-  into the preceding layer's weights at inference (``folded``): it costs nothing at all;
+  into the preceding layer at inference (``folded``): no work, only the bias it leaves on
+  a layer that had none (stored and read with the weights);
 - weight traffic: every stored weight bit (biases and other 32-bit parameters included)
   read once per inference, at the per-bit SRAM read energy of a memory the size of all
   weights; ops without weights read none;

@@ -23,7 +23,8 @@ as compartments. This is an estimate. So are element-wise adds ("eltwise", resid
 and pools: they are charged as synaptic ops only (the adds SpikingJelly counts, or every
 compare of a pool), taken to run in the dendrites of the compartments they feed, with no
 compartments, cores, routing or step time of their own. A BatchNorm folded into the
-weights (``folded``) costs nothing; any other norm cannot run on Loihi and is refused.
+layer before it (``folded``) does no work (its shift is that layer's bias, stored with the
+weights); any other norm cannot run on Loihi and is refused.
 Infeasible (``violations`` > 0): more cores than the chip has, or weights wider than
 9 bits (float included). Compartment state is Loihi's 24-bit membrane, or v_bits
 if narrower. ``peak_act_bytes`` is the live set (see

@@ -14,7 +14,8 @@ steps the op runs (kinds: see ``OP_KINDS``):
 - "eltwise" adds (residuals) are the adds SpikingJelly counts (one per spike where both
   operands are spikes, else one per element) and "pool" ops their window's compares or
   adds, each at E_add(a) = E_add32 * a/32, or 0.9 pJ at 32 bits;
-- "norm": a BatchNorm that folds into the preceding layer (``folded``) costs nothing;
+- "norm": a BatchNorm that folds into the preceding layer (``folded``) does no work (the
+  bias it leaves on a layer that had none is stored and read with the weights);
   any other norm a multiply-add per element at E_MAC(a, a).
 Without measured rates (the static pass before evaluation) every product is costed as
 dense multiply-accumulates and every add as done on every element: an upper bound,
@@ -30,7 +31,7 @@ itself adds, as ACs, a reduction its own memory counter runs inside the profiled
 - max-pooling: SimpleEnergy has no rule for it (counts nothing); snn45nm charges a
   compare per window element;
 - BatchNorm: SimpleEnergy counts its multiply-adds unless told to ignore BatchNorm; here
-  it folds into the weights and costs nothing;
+  it folds into the layer before it and does no work;
 - the spiking neurons' arithmetic: SimpleEnergy's ACCounter counts the element-wise adds
   and subtracts of SpikingJelly's neuron code (charge, fire, reset: about six per neuron
   and step, some counted per spike) unless BaseNode is ignored; snn45nm charges a neuron

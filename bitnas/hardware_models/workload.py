@@ -55,6 +55,9 @@ class Op:
     bias_params: int = 0  # kept at 32 bits
     #: a BatchNorm: it folds into the preceding layer if it reads that layer's output
     foldable: bool = False
+    #: a foldable op's shift: folded into a layer that has no bias, it becomes that layer's
+    #: bias (this many values at 32 bits); into one that has, it merges with it
+    fold_bias: int = 0
     #: tells several ops of one module apart: the record is named "module:label"
     label: str = ""
 
@@ -129,12 +132,15 @@ def _pool(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> 
 @counter(nn.BatchNorm1d, nn.BatchNorm2d)
 def _batch_norm(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
     """A multiply-add per element. At inference a BatchNorm that reads a convolution's or
-    linear layer's output folds into that layer's weights (``LayerWorkload.folded``): every
-    model then charges it nothing. One that cannot fold stores a scale and a shift per
-    channel (32 bits each) and is priced as its multiply-adds."""
+    linear layer's output folds into that layer (``LayerWorkload.folded``): its scale into
+    the weights, its shift into the bias. Every model then charges it no work; what it
+    leaves is a bias of one 32-bit value per channel where the layer had none (the
+    layer's bias absorbs it otherwise). One that cannot fold stores a scale and a shift
+    per channel (32 bits each) and is priced as its multiply-adds."""
     out_elems = out[0].numel()
     return [Op("norm", macs=out_elems, in_elems=inputs[0][0].numel(), out_elems=out_elems,
-               timesteps=_steps(out), bias_params=2 * m.num_features, foldable=True)]
+               timesteps=_steps(out), bias_params=2 * m.num_features, foldable=True,
+               fold_bias=m.num_features)]
 
 
 @counter(nn.LayerNorm)
@@ -316,11 +322,14 @@ def extract_workload(model: nn.Module, example: torch.Tensor, groups: Mapping[st
     records: list[LayerWorkload] = []
     uses: dict[str, int] = {}
     placed: list[tuple[int, str, str, int]] = []  # (ops recorded before it, group, neuron, elems)
-    last_weighted_out: tuple[int, int] | None = None  # (data_ptr, numel): what a BatchNorm may fold into
+    # (data_ptr, numel) of the last weighted op's output, what a BatchNorm may fold into,
+    # and whether that op has a bias of its own
+    last_weighted_out: tuple[int, int] | None = None
+    last_has_bias = False
 
     def record(name: str, fn: Counter):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            nonlocal last_weighted_out
+            nonlocal last_weighted_out, last_has_bias
             uses[name] = uses.get(name, 0) + 1
             call = name if uses[name] == 1 else f"{name}#{uses[name]}"  # a module run twice
             x = inputs[0] if inputs else None
@@ -335,10 +344,10 @@ def extract_workload(model: nn.Module, example: torch.Tensor, groups: Mapping[st
                         kind=part.kind, macs=part.macs, params=part.params,
                         in_elems=part.in_elems, out_elems=part.out_elems, group=group,
                         weight_shape=part.weight_shape,
-                        bias_params=0 if folded else part.bias_params,
+                        bias_params=(0 if last_has_bias else part.fold_bias) if folded else part.bias_params,
                         timesteps=part.timesteps, folded=folded, module=name))
                 if op.weight_shape:
-                    last_weighted_out = (out.data_ptr(), out.numel())
+                    last_weighted_out, last_has_bias = (out.data_ptr(), out.numel()), op.bias_params > 0
 
         return hook
 

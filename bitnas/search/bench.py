@@ -73,13 +73,19 @@ def exhaustive(ctx: SearchContext, groups: Sequence[str], path: Path, log: Log) 
     """Every plan's (accuracy, energy), evaluated once; resumes from ``path``."""
     from bitnas.search.strategies import uniform_params
 
-    identity = {"spec": ctx.spec.identity(), "groups": list(groups)}
+    base = uniform_params(ctx.space, 8)
+    # the static cost of one plan stands for the cost model's code: a table computed before
+    # the model changed is computed again rather than mixed with new costs
+    probe = ctx.cost(ctx.space.suggest(FixedTrial(base)))
+    identity = {"spec": ctx.spec.identity(), "groups": list(groups),
+                "cost_probe": [probe.energy_j, probe.latency_s, probe.weight_bytes, probe.peak_act_bytes]}
     table: dict[str, Any] = {"identity": identity, "plans": {}, "eval_s": [], "cost_s": []}
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored.get("identity") == identity:
             table = stored
-    base = uniform_params(ctx.space, 8)
+        else:
+            log(f"bench: {path} holds another spec's or cost model's plans; evaluating again")
     todo = [bits for bits in itertools.product(BITS, repeat=len(groups))
             if ",".join(map(str, bits)) not in table["plans"]]
     if todo:

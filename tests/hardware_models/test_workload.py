@@ -10,7 +10,9 @@ from torch import nn
 from bitnas.errors import BitnasError
 from bitnas.hardware_models import extract_workload
 from bitnas.hardware_models import workload as wl_mod
+from bitnas.hardware_models.base import weight_bits_per_layer
 from bitnas.hardware_models.workload import Op, counter, counter_for, neuron_state_elems
+from bitnas.plan import LayerQuant
 from bitnas.registry import SPACES, load_all
 
 load_all()
@@ -31,6 +33,18 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(torch.relu(self.bn(self.conv(self.pre(x)))))
         return self.norm(self.fc(x.flatten(1)))
+
+
+def test_a_folded_batchnorm_leaves_a_bias_where_the_layer_had_none():
+    # conv without a bias -> BN: the BN's shift becomes the conv's bias, 4 values at 32 bits
+    # (its scale multiplies into the weights); with a bias, the two biases merge into one
+    for conv_bias, left in ((False, 4), (True, 0)):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=conv_bias), nn.BatchNorm2d(4))
+        wl = extract_workload(net, torch.zeros(1, 1, 8, 8), {"c": ["0"]})
+        assert wl[1].folded and wl[1].bias_params == left
+        assert wl[0].bias_params == (4 if conv_bias else 0)
+        lqs = [LayerQuant(4)] * 2
+        assert weight_bits_per_layer(wl, lqs)[1] == 32 * left  # so weight memory holds it
 
 
 def test_every_counted_op_in_execution_order_with_its_group():

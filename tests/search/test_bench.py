@@ -100,3 +100,20 @@ def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_pat
 def optuna_trials(out):
 
     return run_study(out / "overhead", "bench-overhead").trials
+
+
+def test_a_changed_cost_model_evaluates_the_table_again(tiny_bench, tmp_path, monkeypatch):
+    import shutil
+
+    import bitnas.hardware_models.snn45nm as snn45nm
+
+    out, report, _ = tiny_bench
+    shutil.copytree(out, tmp_path / "b")
+    monkeypatch.setattr(snn45nm, "PJ", 2 * snn45nm.PJ)  # every energy doubles
+    logs = []
+    bench.run(tmp_path / "b", log=logs.append, cfg={**TINY, "budgets": (5,), "seeds": 1},
+              strategies=("random",))
+    assert any("evaluating 27 of 27 plans" in m for m in logs)
+    old = json.loads((out / "table_full.json").read_text())["plans"]
+    new = json.loads((tmp_path / "b" / "table_full.json").read_text())["plans"]
+    assert all(new[k][1] == pytest.approx(2 * old[k][1]) for k in old)
