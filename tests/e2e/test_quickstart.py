@@ -54,10 +54,10 @@ def test_cnn_digits_beats_int8_energy(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1600)
 def test_reproduce_spiking_vit_hq_full(tmp_path):
-    """The full experiment (about 11 minutes on 2 cores): its chosen member keeps accuracy."""
+    """The full experiment (about 20 minutes on 2 cores): its chosen member keeps accuracy."""
     proc = run_bitnas("reproduce", "spiking_vit_hq", "--out", str(tmp_path / "hq"), timeout=1500)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "hq" / "report.json").read_text())
     chosen = report["chosen"]
     assert chosen is not None and chosen["rebuilt_exactly"] and chosen["drop_points"] <= 1.0
-    assert chosen["compression"] > 8.0  # 9.42x at seed 0
+    assert chosen["compression"] > 8.0  # 8.84x at seed 0
