@@ -195,6 +195,9 @@ def uniform_params(space, w_bits, quantizer: str = "uniform",
 
 #: the ILP warm start gives each architecture it covers at least this many plans
 PLANS_PER_ARCH = 3
+#: and covers this many architectures at most: each one's float model is trained before
+#: the first trial (hours, on real event data)
+WARM_ARCHS = 4
 #: architectures enumerated at most (a larger space is covered by the first ones)
 MAX_ARCHS = 64
 
@@ -230,16 +233,16 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
     """Params of the ILP's front: HAWQ-V3-style plans for a sweep of budgets.
 
     The plans are shared among the space's architectures, at least
-    ``PLANS_PER_ARCH`` each; when there are more architectures than that allows, the
-    ones covered are spread evenly over the range of the cost field's value at each
-    architecture's cheapest plan. Each covered architecture's FP model is trained for
-    its sensitivities (128 training samples); costs come from the study's hardware
-    model (static: no spikes are measured for a plan that is not built) on the first
-    minimised cost objective, else weight_bytes. The spec's bounds on cost fields
-    limit every plan (marginal costs, like the budget's), so that no queued plan is
-    ruled out before it is built. Precision knobs other than weight bits and scheme
-    (a_bits, v_bits) take their widest choice: the search after the warm start
-    explores them.
+    ``PLANS_PER_ARCH`` each and ``WARM_ARCHS`` architectures at most; when there are
+    more than that allows, the ones covered are spread evenly over the range of the
+    cost field's value at each architecture's cheapest plan. Each covered
+    architecture's FP model is trained for its sensitivities (128 training samples);
+    costs come from the study's hardware model (static: no spikes are measured for a
+    plan that is not built) on the first minimised cost objective, else weight_bytes.
+    The spec's bounds on cost fields limit every plan (marginal costs, like the
+    budget's), so that no queued plan is ruled out before it is built. Precision knobs
+    other than weight bits and scheme (a_bits, v_bits) take their widest choice: the
+    search after the warm start explores them.
     """
     from optuna.trial import FixedTrial
 
@@ -250,7 +253,7 @@ def ilp_params(ctx, spec, n_plans: int, log=lambda msg: None) -> list[dict]:
                  "weight_bytes")
     archs = arch_params(space)
     bases = [uniform_params(space, min, prec.quantizers[0], arch=a) for a in archs]  # fewest bits
-    n_archs = min(len(archs), max(1, n_plans // PLANS_PER_ARCH))
+    n_archs = min(len(archs), WARM_ARCHS, max(1, n_plans // PLANS_PER_ARCH))
     if n_archs < len(archs):
         import numpy as np
 
