@@ -112,6 +112,11 @@ def describe_plan(plan: Mapping[str, Mapping[str, Any]]) -> str:
     return " ".join(f"{g}:{describe_layer(lq)}" for g, lq in plan.items())
 
 
+def describe_arch(arch: Mapping[str, Any]) -> str:
+    """Architecture knobs on one line, ``name=value`` each (lists as compact JSON)."""
+    return " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in arch.items())
+
+
 @dataclass(frozen=True)
 class QuantPlan:
     """Layer-group name -> :class:`LayerQuant`, in execution order."""

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
 from bitnas.hardware_models.base import COST_FIELDS
-from bitnas.plan import FLOAT_BITS, PLAN_LEGEND, candidate_key, describe_plan
+from bitnas.plan import FLOAT_BITS, PLAN_LEGEND, candidate_key, describe_arch, describe_plan
 from bitnas.spec import Objective
 
 
@@ -297,7 +297,7 @@ def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objecti
     rows = []
     for r in records:
         bits = describe_plan(r["plan"])
-        arch = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in r["arch"].items())
+        arch = describe_arch(r["arch"])
         row = [str(r["trial"]), *[_fmt(r["values"][o.name]) for o in objectives],
                str(r["cost"]["weight_bytes"]), arch, bits]
         if has_ref:

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bitnas import __version__
 from bitnas.errors import BitnasError
 from bitnas.hardware_models import Cost
-from bitnas.plan import Candidate, QuantPlan, describe_plan
+from bitnas.plan import Candidate, QuantPlan, describe_arch, describe_plan
 from bitnas.registry import STRATEGIES
 from bitnas.search.context import SearchContext
 from bitnas.search.hypervolume import REFERENCE_ATTR, default_reference, front_hypervolume
@@ -231,7 +231,7 @@ def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
     plan = t.user_attrs.get("candidate", {}).get("plan", {})
     bits = describe_plan(plan)
     arch = t.user_attrs.get("candidate", {}).get("arch", {})
-    arch_s = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in arch.items())
+    arch_s = describe_arch(arch)
     timing = t.user_attrs.get("timing_s", {})
     if t.state == TrialState.PRUNED:
         bad = ", ".join(f"{k} {v:+.0%} over" for k, v in t.constraints.items() if v > 0)
