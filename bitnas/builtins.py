@@ -16,4 +16,5 @@ MODULES: dict[str, tuple[str, ...]] = {
                         "bitnas.hardware_models.loihi"),
     "bitnas.strategies": ("bitnas.search.strategies",),
     "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq",),
+    "bitnas.input_transforms": ("bitnas.evaluators.dex",),
 }

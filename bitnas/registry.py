@@ -1,4 +1,5 @@
-"""Named registries: spaces, quantizers, tasks, hardware models, strategies, experiments.
+"""Named registries: spaces, quantizers, tasks, hardware models, strategies, experiments
+and input transforms.
 
 A registry maps a name to a factory; the TOML spec and ``bitnas list`` use the
 names, and the contract suites in ``tests/contracts`` are parametrized over them,
@@ -9,7 +10,7 @@ name: bitnas's own modules (listed in :mod:`bitnas.builtins`), whose ``register`
 decorators run on import, and third-party plugins, which declare Python entry
 points in the registry's group (``bitnas.spaces``, ``bitnas.quantizers``,
 ``bitnas.tasks``, ``bitnas.hardware``, ``bitnas.strategies``,
-``bitnas.experiments``). An entry point's name is the registered name and its
+``bitnas.experiments``, ``bitnas.input_transforms``). An entry point's name is the registered name and its
 value the object (``pkg.module:MyModel``); a module whose decorators register
 itself may be named instead (``pkg.module``).
 """
@@ -154,6 +155,9 @@ TASKS: Registry[Any] = Registry("task", "bitnas.tasks")
 HARDWARE: Registry[Any] = Registry("hardware model", "bitnas.hardware")
 STRATEGIES: Registry[Any] = Registry("strategy", "bitnas.strategies")
 EXPERIMENTS: Registry[Any] = Registry("experiment", "bitnas.experiments")
+#: what turns a task's stored images into a network's input (DEX, downsampling, ...): a space
+#: builds one by name, so that spaces need not import the evaluators that define them
+INPUT_TRANSFORMS: Registry[Any] = Registry("input transform", "bitnas.input_transforms")
 
 ALL = {
     "spaces": SPACES,
@@ -162,6 +166,7 @@ ALL = {
     "hardware": HARDWARE,
     "strategies": STRATEGIES,
     "experiments": EXPERIMENTS,
+    "input_transforms": INPUT_TRANSFORMS,
 }
 
 

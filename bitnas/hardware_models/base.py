@@ -72,6 +72,17 @@ class LayerWorkload:
     folded: bool = False
     #: the module whose forward the op belongs to ("" for a hand-made workload: the name)
     module: str = ""
+    #: geometry, for models that map ops onto hardware (an accelerator's processors and
+    #: memories): the input and output shapes of one sample and one step (no batch or time
+    #: axis: (C, H, W), (C, L) or (features,)); window ops (convolutions, pools) add their
+    #: kernel, stride and padding per spatial axis and their channel groups. Empty where
+    #: the counter does not know (a hand-made workload)
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    channel_groups: int = 1
 
     @property
     def weighted(self) -> bool:
@@ -86,7 +97,12 @@ class LayerWorkload:
 
 @dataclass(frozen=True)
 class Cost:
-    """A cost estimate; units are in the names. ``violations`` > 0 means infeasible."""
+    """A cost estimate; units are in the names. ``violations`` > 0 means infeasible.
+
+    A violation is relative (0.25: a quarter over the limit); ``reasons`` may say, for a
+    violation > 0, what broke in words a user understands ("layer conv3: 36 KiB per
+    channel at 2 passes; one data-memory instance holds 32 KiB").
+    """
 
     energy_j: float
     latency_s: float
@@ -96,6 +112,8 @@ class Cost:
     violations: Mapping[str, float] = field(default_factory=dict)
     #: the energy breakdown and the model's extra cost fields, by name
     fields: Mapping[str, float] = field(default_factory=dict)
+    #: violation name -> what broke, in words (only for violations > 0)
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -128,14 +146,22 @@ class Cost:
                    per_layer=per_layer, violations=dict(violations or {}),
                    fields={**{f: total(f) for f in ENERGY_FIELDS}, **dict(extra or {})})
 
-    def with_violations(self, violations: Mapping[str, float]) -> Cost:
+    def with_violations(self, violations: Mapping[str, float],
+                        reasons: Mapping[str, str] | None = None) -> Cost:
+        """The same cost with ``violations`` (and their ``reasons``, added to this one's)."""
         return Cost(self.energy_j, self.latency_s, self.weight_bytes, self.peak_act_bytes,
-                    self.per_layer, dict(violations), self.fields)
+                    self.per_layer, dict(violations), self.fields,
+                    {**self.reasons, **dict(reasons or {})})
+
+    def why_infeasible(self) -> list[str]:
+        """One phrase per broken limit: its reason, or its name and how far over."""
+        return [self.reasons.get(k) or f"{k} {v:+.0%}" for k, v in self.violations.items() if v > 0]
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Cost:
         return cls(d["energy_j"], d["latency_s"], d["weight_bytes"], d["peak_act_bytes"],
-                   d["per_layer"], d.get("violations", {}), d.get("fields", {}))
+                   d["per_layer"], d.get("violations", {}), d.get("fields", {}),
+                   d.get("reasons", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +172,7 @@ class Cost:
             "fields": dict(self.fields),
             "per_layer": {k: dict(v) for k, v in self.per_layer.items()},
             "violations": dict(self.violations),
+            **({"reasons": dict(self.reasons)} if self.reasons else {}),
         }
 
 

@@ -60,6 +60,14 @@ class Op:
     fold_bias: int = 0
     #: tells several ops of one module apart: the record is named "module:label"
     label: str = ""
+    #: geometry (see LayerWorkload): shapes of one sample and step; window ops' kernel,
+    #: stride and padding per spatial axis, and channel groups
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    channel_groups: int = 1
 
 
 #: (module, inputs, output) -> the ops its forward ran
@@ -97,16 +105,32 @@ def _window(kernel: int | tuple[int, ...], dims: int) -> int:
     return math.prod(kernel) if isinstance(kernel, tuple) else kernel ** dims
 
 
+def _per_axis(value: int | str | tuple[int, ...], dims: int) -> tuple[int, ...]:
+    """A window setting as one int per spatial axis ("same"/"valid" padding as -1/0)."""
+    if isinstance(value, str):
+        return (-1 if value == "same" else 0,) * dims
+    return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
+
+
 # --- layers with weights -------------------------------------------------------------------
 
 @counter(nn.Conv1d, nn.Conv2d)
 def _conv(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
     out_elems = out[0].numel()  # batch 1 (and one step of a [T*1, ...] sequence)
     fan_in = (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    dims = len(m.kernel_size)
     return [Op("conv1d" if isinstance(m, nn.Conv1d) else "conv2d", macs=out_elems * fan_in,
                in_elems=inputs[0][0].numel(), out_elems=out_elems, timesteps=_steps(out),
                params=m.weight.numel(), weight_shape=tuple(m.weight.shape),
-               bias_params=0 if m.bias is None else m.bias.numel())]
+               bias_params=0 if m.bias is None else m.bias.numel(),
+               kernel=tuple(m.kernel_size), stride=_per_axis(m.stride, dims),
+               padding=_per_axis(m.padding, dims), channel_groups=m.groups,
+               **_conv_geometry(inputs, out, dims))]
+
+
+def _conv_geometry(inputs: tuple[torch.Tensor, ...], out: torch.Tensor, dims: int) -> dict:
+    """Shapes of one sample: the last 1 + dims axes are (C, spatial...)."""
+    return {"in_shape": tuple(inputs[0].shape[-1 - dims:]), "out_shape": tuple(out.shape[-1 - dims:])}
 
 
 @counter(nn.Linear)
@@ -115,7 +139,8 @@ def _linear(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -
     return [Op("linear", macs=out_elems * m.in_features, in_elems=inputs[0][0].numel(),
                out_elems=out_elems, timesteps=_steps(out), params=m.weight.numel(),
                weight_shape=tuple(m.weight.shape),
-               bias_params=0 if m.bias is None else m.bias.numel())]
+               bias_params=0 if m.bias is None else m.bias.numel(),
+               in_shape=(m.in_features,), out_shape=(m.out_features,))]
 
 
 # --- pools and norms -----------------------------------------------------------------------
@@ -126,7 +151,10 @@ def _pool(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> 
     dims = 1 if isinstance(m, nn.MaxPool1d | nn.AvgPool1d) else 2
     out_elems = out[0].numel()
     return [Op("pool", macs=out_elems * (_window(m.kernel_size, dims) - 1),
-               in_elems=inputs[0][0].numel(), out_elems=out_elems, timesteps=_steps(out))]
+               in_elems=inputs[0][0].numel(), out_elems=out_elems, timesteps=_steps(out),
+               kernel=_per_axis(m.kernel_size, dims), stride=_per_axis(m.stride, dims),
+               padding=_per_axis(m.padding, dims),
+               **_conv_geometry(inputs, out, dims))]
 
 
 @counter(nn.BatchNorm1d, nn.BatchNorm2d)
@@ -256,7 +284,8 @@ def _sliced(op: Op, rows: slice) -> Op:
         op, macs=_part(op.macs, rows, n), params=_part(op.params, rows, n),
         in_elems=_part(op.in_elems, rows, n), out_elems=_part(op.out_elems, rows, n),
         bias_params=_part(op.bias_params, rows, n),
-        weight_shape=(rows.stop - rows.start, *op.weight_shape[1:]))
+        weight_shape=(rows.stop - rows.start, *op.weight_shape[1:]),
+        out_shape=(rows.stop - rows.start, *op.out_shape[1:]) if op.out_shape else ())
 
 
 @torch.no_grad()
@@ -345,7 +374,10 @@ def extract_workload(model: nn.Module, example: torch.Tensor, groups: Mapping[st
                         in_elems=part.in_elems, out_elems=part.out_elems, group=group,
                         weight_shape=part.weight_shape,
                         bias_params=(0 if last_has_bias else part.fold_bias) if folded else part.bias_params,
-                        timesteps=part.timesteps, folded=folded, module=name))
+                        timesteps=part.timesteps, folded=folded, module=name,
+                        in_shape=part.in_shape, out_shape=part.out_shape, kernel=part.kernel,
+                        stride=part.stride, padding=part.padding,
+                        channel_groups=part.channel_groups))
                 if op.weight_shape:
                     last_weighted_out, last_has_bias = (out.data_ptr(), out.numel()), op.bias_params > 0
 

@@ -126,8 +126,8 @@ class SearchObjective:
         trial.set_user_attr("cost", cost.to_dict())
         if any(v > 0 for v in static.values()):
             trial.set_user_attr("timing_s", base)
-            raise optuna.TrialPruned("infeasible: " + ", ".join(
-                f"{k} {v:+.0%}" for k, v in static.items() if v > 0))
+            static_cost = cost.with_violations({k: v for k, v in static.items() if v > 0})
+            raise optuna.TrialPruned("infeasible: " + "; ".join(static_cost.why_infeasible()))
 
         key = cand.to_json()
         if key in self.seen:  # evaluation is deterministic: reuse, don't recompute

@@ -234,7 +234,8 @@ def _describe_trial(t: FrozenTrial, spec: StudySpec) -> str:
     arch_s = describe_arch(arch)
     timing = t.user_attrs.get("timing_s", {})
     if t.state == TrialState.PRUNED:
-        bad = ", ".join(f"{k} {v:+.0%} over" for k, v in t.constraints.items() if v > 0)
+        reasons = t.user_attrs.get("cost", {}).get("reasons", {})
+        bad = "; ".join(reasons.get(k) or f"{k} {v:+.0%} over" for k, v in t.constraints.items() if v > 0)
         return f"#{t.number:<4d} infeasible ({bad}), not evaluated  {arch_s}  {bits}"
     vals = "  ".join(f"{o.name}={v:.4g}" for o, v in zip(spec.objectives, t.values, strict=True))
     extra = ""
