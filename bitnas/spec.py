@@ -375,7 +375,15 @@ def _metric_bound(name: str, value: Any, direction: str) -> MetricBound:
 
 
 def _check_weight_bits(space_obj: Any, hw: Any, hw_name: str) -> None:
-    """Refuse weight bits the hardware cannot run, naming the group and the bits."""
+    """Refuse weight (and activation) bits the hardware cannot run, naming the group and the bits."""
+    acts = getattr(hw, "supported_act_bits", None)
+    if acts is not None:
+        bad = sorted(set(space_obj.precision.a_bits) - set(acts))
+        if bad:
+            raise SpecError(
+                f"hardware {hw_name} runs {', '.join(str(b) for b in sorted(acts))}-bit activations, but "
+                f"space.a_bits offers {bad} to layer group {space_obj.all_groups()[0]}; set space.a_bits = "
+                f"{sorted(acts)} or choose another hardware model")
     supported = hw.supported_weight_bits
     if supported is None:
         return

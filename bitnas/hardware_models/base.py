@@ -189,6 +189,8 @@ class HardwareModel(ABC):
     - ``supported_weight_bits``: the weight bit-widths the target runs (None: any of
       1..16 and float); the spec refuses a space that offers others, naming the
       layer group and the bits;
+    - ``supported_act_bits``: the activation bit-widths it runs (None: any); the spec
+      refuses a space whose ``a_bits`` offer others;
     - ``compute_kinds``: the :class:`~bitnas.accounting.ComputeKind` values the model
       prices; a plan whose quantizer needs another is refused with one line
       (:meth:`compute_of`), never costed as a plain multiply;
@@ -201,6 +203,7 @@ class HardwareModel(ABC):
     needs_activity: ClassVar[bool] = False
     activity_fields: ClassVar[tuple[str, ...]] = ()
     supported_weight_bits: frozenset[int] | None = None
+    supported_act_bits: frozenset[int] | None = None
     compute_kinds: ClassVar[frozenset[ComputeKind]] = frozenset({ComputeKind.MULTIPLY, ComputeKind.SHIFT})
     extra_cost_fields: ClassVar[tuple[str, ...]] = ()
     #: the model's constants, in hardware_models/data/; the spec's [hardware] may override them
@@ -309,11 +312,18 @@ def refuse_kind(model: HardwareModel, layer: LayerWorkload, priced: Iterable[str
                        f"it prices {', '.join(sorted(priced))}: choose another hardware model")
 
 
+#: how a constant is known (a data file's optional ``kind``): read off a measurement; derived
+#: by arithmetic from published measurements; stated by the vendor (datasheet, SDK, tools);
+#: or estimated (no published source: an assumption to be replaced)
+CONSTANT_KINDS = ("measured", "derived", "vendor", "estimate")
+
+
 @dataclass(frozen=True)
 class Constant:
     value: float
     unit: str
     source: str
+    kind: str = ""  # one of CONSTANT_KINDS, or "" where the file does not say
 
 
 def load_constants(filename: str) -> dict[str, Constant]:
@@ -325,7 +335,10 @@ def load_constants(filename: str) -> dict[str, Constant]:
         missing = {"value", "unit", "source"} - set(entry)
         if missing:
             raise ValueError(f"{filename}: constant {name} lacks {sorted(missing)}")
-        out[name] = Constant(float(entry["value"]), str(entry["unit"]), str(entry["source"]))
+        kind = str(entry.get("kind", ""))
+        if kind and kind not in CONSTANT_KINDS:
+            raise ValueError(f"{filename}: constant {name} has kind {kind!r}, not one of {CONSTANT_KINDS}")
+        out[name] = Constant(float(entry["value"]), str(entry["unit"]), str(entry["source"]), kind)
     return out
 
 

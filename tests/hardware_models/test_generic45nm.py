@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from bitnas.errors import BitnasError
 from bitnas.hardware_models import COST_FIELDS, LayerWorkload, extract_workload, load_constants
 from bitnas.hardware_models.base import ENERGY_FIELDS
 from bitnas.hardware_models.generic45nm import Generic45nm
@@ -17,9 +18,11 @@ load_all()
 
 # A 2-layer net: conv 1->4 channels, 3x3, on 8x8 (same padding), then linear 256 -> 10.
 CONV = LayerWorkload("conv", "conv2d", macs=4 * 8 * 8 * 9, params=36, in_elems=64,
-                     out_elems=256, group="conv", weight_shape=(4, 1, 3, 3), bias_params=4)
+                     out_elems=256, group="conv", weight_shape=(4, 1, 3, 3), bias_params=4,
+                     in_shape=(1, 8, 8), out_shape=(4, 8, 8), kernel=(3, 3), stride=(1, 1),
+                     padding=(1, 1))
 FC = LayerWorkload("fc", "linear", macs=2560, params=2560, in_elems=256, out_elems=10,
-                   group="fc", weight_shape=(10, 256), bias_params=10)
+                   group="fc", weight_shape=(10, 256), bias_params=10, in_shape=(256,), out_shape=(10,))
 TWO_LAYERS = [CONV, FC]
 
 
@@ -93,8 +96,24 @@ def test_constants_have_units_and_sources():
 BITS = [1, 2, 3, 4, 6, 8, 16, 32]
 
 
-def _random_plan(rng, groups):
-    return QuantPlan({g: LayerQuant(rng.choice(BITS), rng.choice(BITS), rng.choice(QUANTIZERS.names()))
+def _accepted(model):
+    """The bits and quantizers a model runs (an accelerator refuses the others in one line)."""
+    w_bits = [b for b in BITS if model.supported_weight_bits is None or b in model.supported_weight_bits]
+    a_bits = [b for b in BITS if model.supported_act_bits is None or b in model.supported_act_bits]
+    quantizers = []
+    for q in QUANTIZERS.names():
+        try:
+            plan = QuantPlan({g: LayerQuant(w_bits[-1], a_bits[0], q) for g in ("conv", "fc")})
+            model.cost(TWO_LAYERS, plan)
+            quantizers.append(q)
+        except BitnasError:
+            pass
+    return w_bits, a_bits, quantizers
+
+
+def _random_plan(rng, groups, model):
+    w_bits, a_bits, quantizers = _accepted(model)
+    return QuantPlan({g: LayerQuant(rng.choice(w_bits), rng.choice(a_bits), rng.choice(quantizers))
                       for g in groups})
 
 
@@ -103,11 +122,12 @@ def test_more_bits_never_cost_less(name):
     model = HARDWARE.create(name)
     rng = random.Random(0)
     for _ in range(200):
-        plan = _random_plan(rng, ["conv", "fc"])
+        plan = _random_plan(rng, ["conv", "fc"], model)
         group = rng.choice(["conv", "fc"])
         lq = plan[group]
         field = rng.choice(["w_bits", "a_bits"])
-        higher = [b for b in BITS if b > getattr(lq, field)]
+        w_bits, a_bits, _ = _accepted(model)
+        higher = [b for b in (w_bits if field == "w_bits" else a_bits) if b > getattr(lq, field)]
         if not higher:
             continue
         bumped = dict(plan.layers)
@@ -123,7 +143,7 @@ def test_per_layer_costs_are_never_negative(name):
     model = HARDWARE.create(name)
     rng = random.Random(1)
     for _ in range(50):
-        cost = model.cost(TWO_LAYERS, _random_plan(rng, ["conv", "fc"]))
+        cost = model.cost(TWO_LAYERS, _random_plan(rng, ["conv", "fc"], model))
         assert all(v >= 0 for p in cost.per_layer.values() for v in p.values())
         assert math.isfinite(cost.energy_j) and cost.weight_bytes > 0
 
