@@ -47,11 +47,12 @@ bytes per instance, per layer and in total.
 term for term: about OH x OW x passes x (C_out + pool area + 1) cycles per layer, plus
 the padding rows and columns, where C_out counts the output processors' span (100
 outputs count as 104); one start-up cycle per network (charged to its first layer).
-Streaming (which the izer estimates at 1.5x) is not mapped. Kernel size and weight bits do not enter; a layer over T time
-steps, or under a weight scheme of k passes, runs T (k) times. At the CNN clock (50 MHz
-on MAX78000) this is the SDK examples' "inference time", which starts when the CNN
-starts: loading the input is **not** included. It is reported apart, as ``input_load_s``
-(the CPU copying the input words into data memory; an estimate) and ``input_energy_j``.
+Streaming (which the izer estimates at 1.5x) is not mapped. Kernel size and weight bits
+do not enter; a layer over T time steps, or under a weight scheme of k passes, runs T
+(k) times. At the CNN clock (50 MHz on MAX78000) this is the SDK examples' "inference
+time", which starts when the CNN starts: loading the input is **not** included. It is
+reported apart, as ``input_load_s`` (the CPU copying the input words into data memory;
+an estimate) and ``input_energy_j``.
 
 **Energy** = active power x latency: the chip's average power while the CNN runs, from a
 published measurement of one network (0.09 mJ in 1.4 ms, Giordano et al.). No published
