@@ -11,7 +11,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.ai8x"),
     "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot", "bitnas.quantizers.ai8x"),
     "bitnas.tasks": ("bitnas.evaluators.digits", "bitnas.evaluators.event_digits",
-                     "bitnas.evaluators.event_datasets"),
+                     "bitnas.evaluators.event_datasets", "bitnas.evaluators.images"),
     "bitnas.hardware": ("bitnas.hardware_models.generic45nm", "bitnas.hardware_models.snn45nm",
                         "bitnas.hardware_models.loihi", "bitnas.hardware_models.max7800x"),
     "bitnas.strategies": ("bitnas.search.strategies",),

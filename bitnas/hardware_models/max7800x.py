@@ -67,8 +67,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from bitnas.accounting import ComputeKind
 from bitnas.errors import BitnasError
 from bitnas.hardware_models.base import (
@@ -407,38 +405,41 @@ class MAX7800x(HardwareModel):
 
     def _place_kernels(self, mp: ChipMap) -> None:
         """The izer's greedy kernel allocator: full-width layers first, then in order; each at
-        the lowest multiple-of-4 column free in all its processors."""
+        the lowest multiple-of-4 column free in all its processors. Processor sets are
+        bitmasks, placed blocks (start, end, mask): a layer meets at most 32 of them."""
         c = self.c
-        depth = np.full(int(c["processors"]), int(c["kernel_words"]))
-        depth[::16] = int(c["kernel_words_large"])
+        n_proc = int(c["processors"])
+        depth = [int(c["kernel_words_large"] if p % 16 == 0 else c["kernel_words"]) for p in range(n_proc)]
+        placed: list[tuple[int, int, int]] = []
         for layer in mp.layers:
             layer.kernel_words = kernel_words(layer)
-        need = sum(layer.kernel_words + 4 for layer in mp.layers)
-        used = np.zeros((len(depth), int(depth.max()) + need), dtype=bool)
         order = sorted(range(len(mp.layers)),
-                       key=lambda i: (len(mp.layers[i].processors) != len(depth), i))
+                       key=lambda i: (len(mp.layers[i].processors) != n_proc, i))
         for i in order:
             layer = mp.layers[i]
-            if not layer.kernel_words:
+            size = layer.kernel_words
+            if not size:
                 continue
-            procs = layer.processors
+            mask = sum(1 << p for p in layer.processors)
             start = 0
-            while used[procs, start:start + layer.kernel_words].any():
-                start += 4
-            used[procs, start:start + layer.kernel_words] = True
+            while True:
+                clash = [e for s0, e, m in placed if m & mask and s0 < start + size and start < e]
+                if not clash:
+                    break
+                start = -(-max(clash) // 4) * 4  # past the blocks in the way, at a multiple of 4
+            placed.append((start, start + size, mask))
             layer.kernel_start = start
-            end = start + layer.kernel_words
-            over = [(end - depth[p]) / depth[p] for p in procs if end > depth[p]]
+            end = start + size
+            over = {p: (end - depth[p]) / depth[p] for p in layer.processors if end > depth[p]}
             if over:
-                worst = procs[int(np.argmax([end - depth[p] for p in procs]))]
-                mp.breaks("kernel_memory", max(over),
-                          f"layer {layer.name}: {layer.kernel_words} kernel words a processor "
+                worst = max(over, key=over.get)
+                mp.breaks("kernel_memory", over[worst],
+                          f"layer {layer.name}: {size} kernel words a processor "
                           f"({layer.bits}-bit {layer.kernel[0]}x{layer.kernel[1]}, {layer.passes} pass"
                           f"{'es' if layer.passes > 1 else ''}) from column {start}; processor {worst} "
                           f"holds {depth[worst]}")
-        cols = used.any(axis=0).nonzero()[0]
-        mp.kernel_peak = int(cols.max()) + 1 if len(cols) else 0
-        mp.kernel_total = int(used.sum())
+        mp.kernel_peak = max((e for _, e, _ in placed), default=0)
+        mp.kernel_total = sum((e - s0) * bin(m).count("1") for s0, e, m in placed)
 
     def _place_bias(self, mp: ChipMap) -> None:
         """8-bit biases, a layer's in one quadrant; flattening layers first, then largest first,

@@ -276,9 +276,10 @@ def check_feasible(spec: StudySpec, ctx: SearchContext) -> None:
                 f"no candidate can meet constraints.{field} = {spec.constraints[field]:g}: the cheapest "
                 f"plan (smallest architecture, fewest bits) needs {cost.value(field):g} {unit}".rstrip()
                 + "; raise the bound or shrink the space")
+        why = cost.reasons.get(field) or f"{v:+.0%}"
         raise BitnasError(
             f"no candidate fits hardware {spec.hardware['name']!r}: even the cheapest plan (smallest "
-            f"architecture, fewest bits) breaks its {field} limit ({v:+.0%}); shrink the space")
+            f"architecture, fewest bits) breaks its {field} limit ({why}); shrink the space")
 
 
 def _open_in(out_dir: Path, spec: StudySpec, url: str
@@ -416,13 +417,15 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
 
 
 def reference_int8(ctx: SearchContext, record: dict[str, Any]) -> dict[str, Any]:
-    """The same architecture with every group at 8-bit weights and activations."""
+    """The same architecture with every group at 8-bit weights and activations, under the
+    space's first quantizer (uniform, unless the space offers others only: ai8x)."""
     cand = Candidate.from_dict({"space": ctx.space.name, "arch": record["arch"],
                                 "plan": record["plan"]})
     groups = list(record["plan"])
-    ref = Candidate(cand.arch_dict(), QuantPlan.uniform(groups, 8, 8), cand.space)
+    quantizer = ctx.space.precision.quantizers[0]
+    ref = Candidate(cand.arch_dict(), QuantPlan.uniform(groups, 8, 8, quantizer), cand.space)
     metrics, _, cost = ctx.evaluate(ref)
-    return {"plan": "uniform w8/a8", **metrics, "energy_j": cost.energy_j,
+    return {"plan": f"{quantizer} w8/a8", **metrics, "energy_j": cost.energy_j,
             "weight_bytes": cost.weight_bytes}
 
 

@@ -1,0 +1,55 @@
+"""A search on the max78000: its limits prune trials before training, saying why."""
+
+from tests.conftest import run_bitnas
+
+SPEC = """
+[study]
+name = "ai8x"
+trials = {trials}
+seed = 0
+sampler = "random"
+
+[space]
+name = "ai8x"
+depth = [2]
+widths = {widths}
+dex_channels = [3, 18]
+input_size = 4
+pools = [0]
+
+[task]
+name = "digits"
+epochs = 1
+
+[hardware]
+name = "max78000"
+
+[[objectives]]
+name = "accuracy"
+
+[[objectives]]
+name = "latency_s"
+"""
+
+
+def test_trials_over_the_chip_s_kernel_memory_are_pruned_with_the_reason(tmp_path):
+    # 8 -> 1024 channels 3x3: 16 output passes of 64 kernels = 1,024 words a processor > 768
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.format(trials=6, widths="[8, 1024]"))
+    r = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    log = r.stdout + r.stderr  # progress lines on stderr, the front on stdout
+    assert "infeasible (layer conv1: 1024 kernel words a processor (8-bit 3x3, 1 pass)" in log
+    assert "processor 0 holds 768" in log
+    assert "1024 biases do not fit in one quadrant's 512 bytes of bias memory" in log
+    assert "wrote" in log and "pareto.json" in log
+
+
+def test_a_space_that_cannot_fit_is_refused_in_one_line(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.format(trials=2, widths="[1024]"))
+    r = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "no candidate fits hardware 'max78000'" in line and "kernel words a processor" in line
