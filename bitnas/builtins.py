@@ -15,6 +15,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "bitnas.hardware": ("bitnas.hardware_models.generic45nm", "bitnas.hardware_models.snn45nm",
                         "bitnas.hardware_models.loihi", "bitnas.hardware_models.max7800x"),
     "bitnas.strategies": ("bitnas.search.strategies",),
-    "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq",),
+    "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq", "bitnas.experiments.dex"),
     "bitnas.input_transforms": ("bitnas.evaluators.dex",),
+    "bitnas.exporters": ("bitnas.exporters.ai8x",),
 }

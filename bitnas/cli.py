@@ -1,4 +1,4 @@
-"""The ``bitnas`` command line: search, worker, pareto, rebuild, reproduce, list."""
+"""The ``bitnas`` command line: search, worker, pareto, rebuild, export, reproduce, list."""
 
 from __future__ import annotations
 
@@ -154,6 +154,19 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bitnas.search.export import export_trial
+
+    study, spec, _ = _open_existing(args.run, args.study)
+    run_dir = Path(args.run)
+    cache = run_dir / "fp_cache" if run_dir.is_dir() else None
+    default = (run_dir if run_dir.is_dir() else Path(".")) / f"export_{args.format}"
+    out = Path(args.out) if args.out else default
+    paths = export_trial(study, spec, args.trial, args.format, out, cache)
+    print(f"trial {args.trial} as {args.format}: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bitnas.registry import EXPERIMENTS
     from bitnas.search.storage import mask_url
@@ -244,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trial", type=int, required=True, help="trial number")
     r.add_argument("--study", help="study name, if the storage holds several")
     r.set_defaults(func=cmd_rebuild)
+
+    ex = sub.add_parser("export", help="write one trial in a deployable format (see `bitnas list`)")
+    ex.add_argument("run", help="run directory, .log or .db file, or storage URL")
+    ex.add_argument("--trial", type=int, required=True, help="trial number (a feasible one)")
+    ex.add_argument("--format", required=True, help="export format, e.g. ai8x")
+    ex.add_argument("--out", help="output directory (default: RUN/export_<format>)")
+    ex.add_argument("--study", help="study name, if the storage holds several")
+    ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("reproduce", help="run a paper experiment and set its figures beside the paper's")
     rp.add_argument("experiment", help="the experiment (see `bitnas list`)")

@@ -1,5 +1,5 @@
-"""Named registries: spaces, quantizers, tasks, hardware models, strategies, experiments
-and input transforms.
+"""Named registries: spaces, quantizers, tasks, hardware models, strategies, experiments,
+input transforms and export formats.
 
 A registry maps a name to a factory; the TOML spec and ``bitnas list`` use the
 names, and the contract suites in ``tests/contracts`` are parametrized over them,
@@ -9,9 +9,9 @@ Entries come from two places, loaded the first time a registry is asked for a
 name: bitnas's own modules (listed in :mod:`bitnas.builtins`), whose ``register``
 decorators run on import, and third-party plugins, which declare Python entry
 points in the registry's group (``bitnas.spaces``, ``bitnas.quantizers``,
-``bitnas.tasks``, ``bitnas.hardware``, ``bitnas.strategies``,
-``bitnas.experiments``, ``bitnas.input_transforms``). An entry point's name is the registered name and its
-value the object (``pkg.module:MyModel``); a module whose decorators register
+``bitnas.tasks``, ``bitnas.hardware``, ``bitnas.strategies``, ``bitnas.experiments``,
+``bitnas.input_transforms``, ``bitnas.exporters``). An entry point's name is the
+registered name and its value the object (``pkg.module:MyModel``); a module whose decorators register
 itself may be named instead (``pkg.module``).
 """
 
@@ -158,6 +158,8 @@ EXPERIMENTS: Registry[Any] = Registry("experiment", "bitnas.experiments")
 #: what turns a task's stored images into a network's input (DEX, downsampling, ...): a space
 #: builds one by name, so that spaces need not import the evaluators that define them
 INPUT_TRANSFORMS: Registry[Any] = Registry("input transform", "bitnas.input_transforms")
+#: deployable file formats of a candidate (``bitnas export --format NAME``)
+EXPORTERS: Registry[Any] = Registry("export format", "bitnas.exporters")
 
 ALL = {
     "spaces": SPACES,
@@ -167,6 +169,7 @@ ALL = {
     "strategies": STRATEGIES,
     "experiments": EXPERIMENTS,
     "input_transforms": INPUT_TRANSFORMS,
+    "exporters": EXPORTERS,
 }
 
 

@@ -110,6 +110,8 @@ class HwLayer:
     flatten: bool = False
     stride: tuple[int, ...] = (1,)
     pool_stride: tuple[int, ...] = (1,)
+    #: the pooling module fused into the layer ("" for none): an exporter reads its kind
+    pool_module: str = ""
     channel_groups: int = 1
     #: how often the layer runs in one inference: T times over T time steps, k times for a
     #: weight scheme of k passes
@@ -263,6 +265,7 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
             c_out=int(w.weight_shape[0]), out_hw=out_hw, params=w.params, bias=w.bias_params,
             bits=lq.w_bits, macs=w.macs, flatten=flatten and pooled != (1, 1), stride=w.stride or (1,),
             pool_stride=pool.stride if pool is not None else (1,), channel_groups=w.channel_groups,
+            pool_module=pool.module if pool is not None else "",
             steps=w.timesteps * compute.passes))
         last_shape = w.out_shape
     if pending is not None:

@@ -10,9 +10,11 @@ applies the shift to the sum (``output_shift``), so the exported network compute
 fake-quantized one does.
 
 Storage: b bits a weight and nothing else: the shift is a field of the layer's
-configuration register, not weight memory. ai8x takes the quantile over the weights and
-the bias together; bitnas's quantizers see the weights only, and the bias stays in float
-until export.
+configuration register, not weight memory. In a network (``quantize_layer``) the shift is
+taken over the weights and the bias together and the bias is quantized on it at the same
+bits, as ai8x does; ``quantize`` alone (a weight tensor) takes it over the weights.
+Activations are the chip's fixed point (:class:`FixedPointActivation`): 8-bit values in
+[-1, 1) at steps of 1/128, rounded half up, not calibrated.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bitnas.accounting import Compute, ComputeKind, Storage
 from bitnas.errors import BitnasError
@@ -77,3 +79,41 @@ class Ai8xQuantizer(Quantizer):
             return w
         shift = output_shift(w, self.config.shift_quantile)
         return (to_int(w.detach(), bits, shift) * 2.0 ** (shift - bits + 1)).to(w.dtype)
+
+    def layer_shift(self, w: Tensor, bias: Tensor | None) -> int:
+        """The layer's shift, from the weights and the bias together (as ai8x takes it)."""
+        both = w.detach().flatten() if bias is None else torch.cat([w.detach().flatten(), bias.detach()])
+        return output_shift(both, self.config.shift_quantile)
+
+    def quantize_layer(self, w: Tensor, bias: Tensor | None, bits: int) -> tuple[Tensor, Tensor | None]:
+        """Weight and bias on one shift, both at ``bits`` (the hardware adds the bias into the
+        accumulator on the weights' scale): what ``bitnas export --format ai8x`` writes."""
+        if bits >= FLOAT_BITS:
+            return w, bias
+        shift = self.layer_shift(w, bias)
+        step = 2.0 ** (shift - bits + 1)
+        wq = (to_int(w.detach(), bits, shift) * step).to(w.dtype)
+        bq = None if bias is None else (to_int(bias.detach(), bits, shift) * step).to(bias.dtype)
+        return wq, bq
+
+    def activation(self, bits: int) -> nn.Module:
+        """The accelerator's fixed-point activations: ``bits``-bit signed, step 2^-(bits-1)."""
+        return FixedPointActivation(bits)
+
+
+class FixedPointActivation(nn.Module):
+    """A layer input as the MAX7800x holds it: ``round(x * 2^(b-1))`` (half up), clamped to
+    [-2^(b-1), 2^(b-1) - 1], times 2^-(b-1): values in [-1, 1) at 1/128 steps for 8 bits.
+    Not calibrated (``observing`` is accepted and ignored); straight-through gradient."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.observing = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bits >= FLOAT_BITS:
+            return x
+        half = 2 ** (self.bits - 1)
+        xq = torch.clamp(torch.floor(x * half + 0.5), -half, half - 1) / half
+        return x + (xq - x).detach()

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor
+from torch.nn import Module
 
 from bitnas.accounting import Compute, Storage
 from bitnas.errors import BitnasError
@@ -84,6 +85,19 @@ class Quantizer(ABC):
     @abstractmethod
     def compute(self, bits: int) -> Compute:
         """The operation the hardware runs per weight use at ``bits``."""
+
+    def quantize_layer(self, w: Tensor, bias: Tensor | None, bits: int) -> tuple[Tensor, Tensor | None]:
+        """The layer's fake-quantized weight and bias. By default the bias stays in float (32
+        bits, as the cost models store it); a scheme whose hardware quantizes the bias with
+        the weights (one shift for both) overrides this."""
+        return self.quantize(w, bits), bias
+
+    def activation(self, bits: int) -> Module | None:
+        """The fake-quant of the layer's input at ``bits`` when the scheme's hardware fixes its
+        format (an accelerator's fixed-point activations); None: the calibrated asymmetric
+        grid every other scheme uses (:class:`~bitnas.quantizers.uniform.ActivationQuantizer`).
+        A module returned here must accept ``observing`` (set during calibration) and ignore it."""
+        return None
 
 
 def channels(shape: Sequence[int]) -> int:

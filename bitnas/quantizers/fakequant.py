@@ -41,7 +41,8 @@ class FakeQuantLayer(nn.Module):
         self.parts = [rows for rows, _ in parts]
         self.lqs = [lq for _, lq in parts]
         self.weight_quantizers = [QUANTIZERS.create(lq.quantizer, **lq.options) for lq in self.lqs]
-        self.acts = nn.ModuleList(ActivationQuantizer(lq.a_bits) for lq in self.lqs)
+        self.acts = nn.ModuleList(q.activation(lq.a_bits) or ActivationQuantizer(lq.a_bits)
+                                  for q, lq in zip(self.weight_quantizers, self.lqs, strict=True))
 
     @property
     def act(self) -> ActivationQuantizer:
@@ -51,18 +52,23 @@ class FakeQuantLayer(nn.Module):
     def weight_quantizer(self):
         return self.weight_quantizers[0]
 
-    def quantized_weight(self, part: int = 0) -> Tensor:
+    def quantized(self, part: int = 0) -> tuple[Tensor, Tensor | None]:
+        """The part's fake-quantized weight and bias, with straight-through gradients."""
         rows = self.parts[part]
         w = self.layer.weight if rows is None else self.layer.weight[rows]
-        wq = self.weight_quantizers[part].quantize(w, self.lqs[part].w_bits)
-        return w + (wq - w).detach()
-
-    def _apply(self, x: Tensor, part: int) -> Tensor:
-        rows = self.parts[part]
-        w = self.quantized_weight(part)
         bias = self.layer.bias
         if bias is not None and rows is not None:
             bias = bias[rows]
+        wq, bq = self.weight_quantizers[part].quantize_layer(w, bias, self.lqs[part].w_bits)
+        if bias is not None and bq is not bias:
+            bias = bias + (bq - bias).detach()
+        return w + (wq - w).detach(), bias
+
+    def quantized_weight(self, part: int = 0) -> Tensor:
+        return self.quantized(part)[0]
+
+    def _apply(self, x: Tensor, part: int) -> Tensor:
+        w, bias = self.quantized(part)
         x = self.acts[part](x)
         if isinstance(self.layer, nn.Linear):
             return F.linear(x, w, bias)

@@ -17,6 +17,10 @@ Searched (arch knobs; ``space`` options give each one's choices):
   ``kernel_size``, and ``pool<i>``, the pool before conv i >= 1 (``pools``: 0 for none, or
   its window, stride equal to the window; default [2]).
 
+With the ``ai8x`` quantizer a layer's input is the chip's fixed point: 8 bits in [-1, 1) at
+steps of 1/128, not calibrated. A float model whose activations exceed 1 is clipped there
+after PTQ; QAT (``task.qat``) fine-tunes it under the clip.
+
 An architecture may instead list its layers (``layers``: [op, C_out, kernel, padding,
 pool, pool kind], the last entry the linear head with its outputs): how bitnas rebuilds
 the SDK's example networks (KWS20, CIFAR-10, MNIST) with their exact shapes to

@@ -43,6 +43,21 @@ def test_trials_over_the_chip_s_kernel_memory_are_pruned_with_the_reason(tmp_pat
     assert "processor 0 holds 768" in log
     assert "1024 biases do not fit in one quadrant's 512 bytes of bias memory" in log
     assert "wrote" in log and "pareto.json" in log
+    # an infeasible trial cannot be exported; an unknown format is named
+    r = run_bitnas("export", str(tmp_path / "run"), "--trial", "0", "--format", "ai8x")
+    assert r.returncode == 2 and "is infeasible (layer conv" in r.stderr and "Traceback" not in r.stderr
+    r = run_bitnas("export", str(tmp_path / "run"), "--trial", "0", "--format", "onyx")
+    assert r.returncode == 2 and "unknown export format" in r.stderr and "ai8x" in r.stderr
+
+
+def test_a_front_member_exports_to_ai8x_files(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.format(trials=2, widths="[8]"))
+    assert run_bitnas("search", str(spec), "--out", str(tmp_path / "run")).returncode == 0
+    r = run_bitnas("export", str(tmp_path / "run"), "--trial", "1", "--format", "ai8x",
+                   "--out", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "x" / "trial1.pth.tar").is_file() and (tmp_path / "x" / "trial1.yaml").is_file()
 
 
 def test_a_space_that_cannot_fit_is_refused_in_one_line(tmp_path):
