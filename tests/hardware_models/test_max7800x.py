@@ -128,6 +128,7 @@ def _conv_chain(*layers, shape, head=True):
     ("stride", "operators", "stride (2, 2)"),
     ("kernel5", "operators", "kernel 5x5"),
     ("flatten", "flatten", "flattens 4x20x20; at most 16384 values and 256 pixels"),
+    ("dims", "dims", "1100 rows or columns; at most 1023"),
 ])
 def test_each_limit_broken_alone_is_named_with_a_reason(case, limit, words):
     shape = (3, 32, 32)
@@ -153,6 +154,9 @@ def test_each_limit_broken_alone_is_named_with_a_reason(case, limit, words):
         shape = (3, 8, 8)
     elif case == "stride":
         model = _conv_chain(nn.Conv2d(3, 8, 3, stride=2, padding=1), shape=shape)
+    elif case == "dims":  # 1,100 rows; pools keep every memory within bounds
+        shape = (3, 1100, 4)
+        model = _conv_chain(nn.MaxPool2d((4, 1)), nn.Conv2d(3, 4, 1), nn.MaxPool2d((16, 4)), shape=shape)
     elif case == "kernel5":
         model = _conv_chain(nn.Conv2d(3, 8, 5, padding=2), nn.MaxPool2d(2), shape=shape)
     else:  # 20 x 20 = 400 pixels into the head (its 4,000 weights a processor still fit)
