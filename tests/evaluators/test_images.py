@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bitnas.cli import main
 from bitnas.errors import BitnasError
 from bitnas.evaluators.images import TEXTURES, read_image_folder
 from bitnas.registry import TASKS
-from tests.conftest import run_bitnas
 
 
 def test_every_texture_is_half_on_in_every_4x4_block_at_every_phase():
@@ -99,7 +99,7 @@ def test_image_folder_bad_input_is_one_line(tmp_path, case, match):
     assert "\n" not in str(e.value)
 
 
-def test_a_missing_folder_stops_the_cli_with_one_line(tmp_path):
+def test_a_missing_folder_stops_the_cli_with_one_line(tmp_path, capsys):
     spec = tmp_path / "s.toml"
     spec.write_text(f"""
 [study]
@@ -117,7 +117,7 @@ name = "accuracy"
 [[objectives]]
 name = "latency_s"
 """)
-    r = run_bitnas("search", str(spec), "--out", str(tmp_path / "run"))
-    assert r.returncode == 2
-    assert "nowhere is not a directory" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert main(["search", str(spec), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere is not a directory" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
