@@ -71,7 +71,7 @@ EXAMPLES = (
                     _c2(128, 3, 1, 2), _c2(128, 1, 0), _c2(64, 3, 1, 2), _c2(128, 3, 1),
                     _c2(128, 1, 0, 2)]},
         macs=36_180_992, kernel_bytes=301_760, bias_bytes=842, time_us=1712, izer_cycles=228_217,
-        time_note="README time predates the network (see the module docstring)"),
+        time_note="the README time predates the network: see max7800x_calibration.py"),
     SdkExample(
         "mnist", "ai85net5", (1, 28, 28), 10,
         {"input": "full", "size": 28,
