@@ -17,7 +17,7 @@ captured).
   strided subsample (the first pixel of each patch).
 - ``downsample``: the patch's mean (area resampling), C channels: the plain baseline.
 - ``coordconv``: the downsampled image plus two coordinate channels, rows and columns
-  from -1 to 1 (Liu et al., 2018), C + 2 channels.
+  from 0 to 1, the range of the image's own values (Liu et al., 2018), C + 2 channels.
 - ``repeat``: the downsampled image's channels repeated up to C_t (truncated): as many
   input channels as DEX, with no new information.
 - ``full``: the image as stored (its size must equal the target): the reference at full
@@ -128,8 +128,8 @@ class Downsample(_Downsampled):
 class CoordConv(_Downsampled):
     def __init__(self, *, in_shape: Sequence[int], size: Sequence[int], channels: int | None = None) -> None:
         super().__init__("coordconv", in_shape, size)
-        rows = torch.linspace(-1, 1, self.out_h).view(-1, 1).expand(self.out_h, self.out_w)
-        cols = torch.linspace(-1, 1, self.out_w).view(1, -1).expand(self.out_h, self.out_w)
+        rows = torch.linspace(0, 1, self.out_h).view(-1, 1).expand(self.out_h, self.out_w)
+        cols = torch.linspace(0, 1, self.out_w).view(1, -1).expand(self.out_h, self.out_w)
         self.register_buffer("coords", torch.stack([rows, cols]), persistent=False)
         self.out_shape = (self.c + 2, self.out_h, self.out_w)
 

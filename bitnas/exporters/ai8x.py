@@ -19,11 +19,15 @@ Two files:
 The processor maps and offsets are the ones the ``max78000``/``max78002`` cost model
 computed for the candidate (the study's model, or max78000 for another hardware). Every
 layer must use the ``ai8x`` quantizer, whose fake-quantized forward is the chip's
-arithmetic: b-bit weights and bias on one shift, 8-bit fixed-point activations.
+arithmetic (b-bit weights and bias on one shift, 8-bit fixed-point activations) for
+convolutions, linear layers and max pooling; the chip's average pooling floors a sum of
+integers, which bitnas's float average does not mirror. Each layer's ``quantization``
+states its bits.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +110,8 @@ def network_yaml(item: ExportItem, layers: list[HwLayer]) -> dict[str, Any]:
                                  "output_processors": _mask(list(range(layer.out_processors))),
                                  "in_offset": f"0x{layer.in_offset:04x}",
                                  "out_offset": f"0x{layer.out_offset:04x}", "op": OPS[layer.op]}
+        # the bits, stated: the izer would otherwise guess them from the integers' range
+        entry["quantization"] = layer.bits
         if layer.op == "conv2d":
             entry["kernel_size"] = f"{layer.kernel[0]}x{layer.kernel[1]}"
             entry["pad"] = layer.pad[0]
@@ -164,9 +170,13 @@ def load_checkpoint(path: Path, space: Any) -> tuple[nn.Module, Candidate]:
     ``weights_only=True``."""
     try:
         ck = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise BitnasError(f"cannot read checkpoint {path} ({type(e).__name__}); export it again") from None
-    cand = Candidate.from_json(ck["extras"]["bitnas"]["candidate"])
+    info = ck.get("extras", {}).get("bitnas") if isinstance(ck, dict) else None
+    if not isinstance(info, dict) or "candidate" not in info or "state_dict" not in ck:
+        raise BitnasError(f"checkpoint {path} was not written by `bitnas export --format ai8x` (no "
+                          "extras.bitnas.candidate); bitnas rebuilds only its own exports")
+    cand = Candidate.from_json(info["candidate"])
     model = space.build(cand.arch_dict())
     state = ck["state_dict"]
     for key in [k for k in state if k.endswith(".op.weight")]:
@@ -176,7 +186,7 @@ def load_checkpoint(path: Path, space: Any) -> tuple[nn.Module, Candidate]:
         layer = model.get_submodule(name)
         with torch.no_grad():
             layer.weight.copy_(state[key] * step)
-            if f"{name}.op.bias" in state:
+            if f"{name}.op.bias" in state and layer.bias is not None:
                 layer.bias.copy_(state[f"{name}.op.bias"] / 2 ** (bits - 1) * step)
     groups = space.layer_groups(model)
     names = {split_member(m)[0] for members in groups.values() for m in members}

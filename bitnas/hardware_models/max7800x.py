@@ -150,6 +150,9 @@ def kernel_words(layer: HwLayer) -> int:
     if layer.op == "linear":
         ksize = 1
         kc = layer.c_out * layer.pooled_hw[0] * layer.pooled_hw[1] * layer.passes
+    elif layer.channel_groups > 1:  # depthwise (MAX78002): one kernel a processor a pass
+        ksize = layer.kernel[0] * layer.kernel[1]
+        kc = layer.passes
     else:
         ksize = layer.kernel[0] * layer.kernel[1]
         per_pass = layer.out_processors if layer.out_expand == 1 else 4 * (layer.out_processors // 4)
@@ -173,6 +176,8 @@ def layer_cycles(layer: HwLayer) -> int:
     if layer.op == "linear":
         c_out = layer.c_out
         ow = pw
+    elif layer.channel_groups > 1:  # depthwise: each processor writes its own channel
+        c_out = 1
     else:
         c_out = (layer.out_processors if layer.out_expand == 1 else 4 * (layer.out_processors // 4)) \
             * layer.out_expand
@@ -218,6 +223,9 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
     for w, lq in zip(workload, lqs, strict=True):
         if w.folded:
             continue
+        if w.kind in ("pool", "eltwise") and (not w.in_shape or not w.out_shape):
+            raise BitnasError(f"hardware {model.name} maps layers by their shapes, and op {w.name} has "
+                              "none: build the workload with extract_workload")
         if w.kind == "pool":
             if pending is not None:
                 layers.append(passthrough(pending, pending))
@@ -232,7 +240,11 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
             raise refuse_kind(model, w, ("conv1d", "conv2d", "linear", "pool", "eltwise", "folded BatchNorm"),
                               ": the accelerator runs convolutions, linear layers, pooling and "
                               "element-wise adds only")
-        if w.channel_groups != 1 and not (model.depthwise and w.channel_groups == w.in_shape[0]):
+        if not w.in_shape or not w.out_shape:
+            raise BitnasError(f"hardware {model.name} maps layers by their shapes, and op {w.name} has "
+                              "none: build the workload with extract_workload")
+        depthwise = w.channel_groups == w.in_shape[0] == w.out_shape[0]
+        if w.channel_groups != 1 and not (model.depthwise and depthwise):
             raise BitnasError(f"hardware {model.name} cannot run grouped convolution {w.name} "
                               f"({w.channel_groups} groups)"
                               + ("" if model.depthwise else "; depthwise convolution needs the max78002"))
@@ -378,7 +390,8 @@ class MAX7800x(HardwareModel):
                     layer.chw, layer.in_bytes = True, pixels * layer.operands
                 else:
                     hwc_px, chw_px = instance // 4, instance
-                    mp.breaks("first_layer", min(hwc, pixels * (1 if layer.c_in <= 16 else 4)) / instance - 1,
+                    least = min(hwc, pixels * layer.operands) if layer.c_in <= 16 else hwc
+                    mp.breaks("first_layer", least / instance - 1,
                               f"layer {layer.name}: a {layer.c_in}x{layer.in_hw[0]}x{layer.in_hw[1]} input "
                               f"has {pixels} pixels a channel; one data-memory instance holds {hwc_px} (HWC)"
                               + (f" or {chw_px} (CHW)" if layer.c_in <= 16 else "")
@@ -500,7 +513,7 @@ class MAX7800x(HardwareModel):
             violations[f"{self.name}_{limit}"] = excess
             reasons[f"{self.name}_{limit}"] = reason
         latency = (cycles / clock)
-        fields = {f: sum(p[f] for p in per_layer.values()) for f in ENERGY_FIELDS}
+        fields = {f: float(sum(p[f] for p in per_layer.values())) for f in ENERGY_FIELDS}
         fields.update({
             "processors": float(max((max(len(ly.processors), ly.out_processors) for ly in mp.layers),
                                     default=0)),

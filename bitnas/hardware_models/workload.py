@@ -105,10 +105,12 @@ def _window(kernel: int | tuple[int, ...], dims: int) -> int:
     return math.prod(kernel) if isinstance(kernel, tuple) else kernel ** dims
 
 
-def _per_axis(value: int | str | tuple[int, ...], dims: int) -> tuple[int, ...]:
-    """A window setting as one int per spatial axis ("same"/"valid" padding as -1/0)."""
+def _per_axis(value: int | str | tuple[int, ...], dims: int,
+              kernel: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """A window setting as one int per spatial axis; "same" padding as (k - 1) // 2 of the
+    ``kernel`` (stride 1: what keeps the size), "valid" as 0."""
     if isinstance(value, str):
-        return (-1 if value == "same" else 0,) * dims
+        return tuple((k - 1) // 2 for k in kernel) if value == "same" else (0,) * dims
     return tuple(value) if isinstance(value, tuple | list) else (int(value),) * dims
 
 
@@ -124,7 +126,7 @@ def _conv(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> 
                params=m.weight.numel(), weight_shape=tuple(m.weight.shape),
                bias_params=0 if m.bias is None else m.bias.numel(),
                kernel=tuple(m.kernel_size), stride=_per_axis(m.stride, dims),
-               padding=_per_axis(m.padding, dims), channel_groups=m.groups,
+               padding=_per_axis(m.padding, dims, tuple(m.kernel_size)), channel_groups=m.groups,
                **_conv_geometry(inputs, out, dims))]
 
 

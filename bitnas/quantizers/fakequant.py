@@ -3,7 +3,8 @@
 The wrapped layer computes exactly what the integer layer computes, in float:
 inputs on the activation grid, weights on the weight grid, products summed
 exactly (float32 holds these integer sums without rounding for the small layers
-bitnas searches). Biases stay at 32 bits.
+bitnas searches). Biases stay at 32 bits unless the scheme quantizes them with the
+weights (``Quantizer.quantize_layer``: ai8x).
 """
 
 from __future__ import annotations

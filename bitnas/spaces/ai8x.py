@@ -54,7 +54,8 @@ def conv_layers(arch: Mapping[str, Any]) -> list[list[Any]]:
     if "layers" in arch:
         return [list(x) for x in arch["layers"]]
     k = int(arch["kernel_size"])
-    return [[arch.get("op", "conv2d"), int(w), k, k // 2, int(p), "max"]
+    # padding at most 2 (the accelerator's limit); a wider Conv1d kernel then shortens the signal
+    return [[arch.get("op", "conv2d"), int(w), k, min(k // 2, 2), int(p), "max"]
             for w, p in zip(arch["widths"], arch["pools"], strict=True)]
 
 

@@ -101,8 +101,8 @@ def test_baselines():
     assert down[1, 0, 0] == np.mean([_value(1, r, c) for r in (0, 1) for c in (0, 1)])
     coord = INPUT_TRANSFORMS.create("coordconv", in_shape=(3, 8, 8), size=(4, 4))(x)[0]
     assert coord.shape == (5, 4, 4) and torch.equal(coord[:3], down)
-    assert coord[3, :, 0].tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1])  # rows
-    assert coord[4, 0, :].tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1])  # columns
+    assert coord[3, :, 0].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])  # rows, in the images' range
+    assert coord[4, 0, :].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])  # columns
     rep = INPUT_TRANSFORMS.create("repeat", in_shape=(3, 8, 8), size=(4, 4), channels=8)(x)[0]
     assert torch.equal(rep, down[[0, 1, 2, 0, 1, 2, 0, 1]])
     full = INPUT_TRANSFORMS.create("full", in_shape=(3, 8, 8), size=(8, 8))

@@ -73,6 +73,7 @@ def test_the_yaml_holds_known_keys_and_the_pass_rule(exported):
     assert mid["max_pool"] == 2 and mid["pool_stride"] == 2
     assert last["op"] == "MLP" and last["flatten"] is True and last["output_width"] == 32
     assert last["activate"] == "None" and first["activate"] == "ReLU"
+    assert [x["quantization"] for x in net["layers"]] == [2, 8, 4]  # bits stated, never guessed
 
 
 def test_the_checkpoint_holds_integers_in_range(exported):
@@ -107,3 +108,15 @@ def test_a_candidate_the_format_cannot_express_is_one_line(tmp_path):
     with pytest.raises(BitnasError, match=r"quantizer uniform \(group conv0\).*use quantizer ai8x") as e:
         EXPORTERS.create("ai8x").export(item, tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_a_file_that_is_not_a_bitnas_export_is_refused_in_one_line(tmp_path, exported):
+    item = exported[0]
+    junk = tmp_path / "junk.pth.tar"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(BitnasError, match="cannot read checkpoint"):
+        load_checkpoint(junk, item.space)
+    foreign = tmp_path / "foreign.pth.tar"
+    torch.save({"state_dict": {}, "arch": "ai85net5", "epoch": 3, "extras": {}}, foreign)
+    with pytest.raises(BitnasError, match="not written by `bitnas export"):
+        load_checkpoint(foreign, item.space)

@@ -179,7 +179,26 @@ def test_depthwise_runs_on_the_max78002_only():
     model = _conv_chain(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16), shape=(3, 8, 8))
     with pytest.raises(BitnasError, match="depthwise convolution needs the max78002"):
         _cost(model, (3, 8, 8))
-    assert _cost(model, (3, 8, 8), hardware="max78002").feasible
+    cost = _cost(model, (3, 8, 8), hardware="max78002")
+    assert cost.feasible
+    dw = cost.per_layer["2"]  # one 3x3 kernel a processor, one output channel a processor
+    assert dw["kernel_words"] == 1
+    assert layer_cycles(_layer(16, (8, 8), 1, pad=1)) == dw["cycles"]  # as a 1-output layer
+    with pytest.raises(BitnasError, match="grouped convolution"):  # a channel multiplier: no
+        _cost(_conv_chain(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 32, 3, padding=1, groups=16),
+                          shape=(3, 8, 8)), (3, 8, 8), hardware="max78002")
+
+
+def test_same_padding_is_resolved_and_shapes_are_required():
+    same = _cost(_conv_chain(nn.Conv2d(3, 8, 3, padding="same"), shape=(3, 8, 8)), (3, 8, 8))
+    explicit = _cost(_conv_chain(nn.Conv2d(3, 8, 3, padding=1), shape=(3, 8, 8)), (3, 8, 8))
+    assert same.feasible and same.value("cycles") == explicit.value("cycles")
+    from bitnas.hardware_models.base import LayerWorkload
+
+    bare = [LayerWorkload("c", "conv2d", macs=10, params=9, in_elems=4, out_elems=4, group="g",
+                          weight_shape=(1, 1, 3, 3))]
+    with pytest.raises(BitnasError, match="maps layers by their shapes"):
+        HARDWARE.create("max78000").cost(bare, QuantPlan({"g": LayerQuant(8, 8, "ai8x")}))
 
 
 def test_ops_the_accelerator_cannot_run_are_refused_in_one_line():
