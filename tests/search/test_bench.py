@@ -65,7 +65,8 @@ def test_a_real_trial_s_time_is_split(tiny_bench):
 def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_path, monkeypatch):
     """The evaluation's share is timed alone: whatever slows it inside the trials (a
     proposal computed beside it, say) is the framework's cost. Here every evaluation run
-    inside the study takes 0.2 s longer, and the trials record that."""
+    inside the study takes 0.6 s longer, and the trials record that (0.6 s, against the
+    0.1-0.15 s by which two timings of the same evaluation differ on a loaded machine)."""
     import bitnas.search.study as study_mod
     from bitnas.search.context import SearchContext
 
@@ -76,7 +77,7 @@ def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_pat
 
     def slowed(*args, **kwargs):  # inside ctx.evaluate's own timing
         if inside["study"]:
-            time.sleep(0.2)
+            time.sleep(0.6)
         return prepared(*args, **kwargs)
 
     def marked(*args, **kwargs):
@@ -90,7 +91,7 @@ def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_pat
     monkeypatch.setattr(study_mod, "run_search", marked)
     t = bench.trial_overhead(ctx, 4, tmp_path, strategy="random")
     evaluated = sum(1 for tr in optuna_trials(tmp_path) if tr.user_attrs["timing_s"].get("eval_s", 0) > 0)
-    lost = 0.2 * evaluated / t["trials"]
+    lost = 0.6 * evaluated / t["trials"]
     assert evaluated > 0
     assert t["eval_in_trial_s"] - t["eval_s"] > 0.5 * lost  # the recorded time holds the slowdown
     assert t["framework_s"] > 0.9 * lost  # and the split charges it to the framework
