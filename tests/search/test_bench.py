@@ -94,7 +94,10 @@ def test_time_lost_beside_the_evaluation_counts_as_framework(tiny_bench, tmp_pat
     lost = 0.6 * evaluated / t["trials"]
     assert evaluated > 0
     assert t["eval_in_trial_s"] - t["eval_s"] > 0.5 * lost  # the recorded time holds the slowdown
-    assert t["framework_s"] > 0.9 * lost  # and the split charges it to the framework
+    # and the split charges it to the framework (half of it at least: the evaluations timed
+    # alone afterwards run 0.1-0.15 s slower than inside the trials on a loaded machine, which
+    # the split subtracts; without the slowdown the framework's share is about 0.05 s)
+    assert t["framework_s"] > 0.5 * lost
     assert t["total_s"] == pytest.approx(t["eval_s"] + t["cost_s"] + t["framework_s"])
 
 
