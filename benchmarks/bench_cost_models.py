@@ -11,27 +11,15 @@ ai8x space, at 8-bit ai8x weights; a model that refuses a workload is left out.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_search import per_call  # the same timer (a sibling script)
 
 from bitnas.errors import BitnasError
 from bitnas.experiments.max7800x_calibration import EXAMPLES
 from bitnas.hardware_models import extract_workload
 from bitnas.plan import LayerQuant, QuantPlan
 from bitnas.registry import HARDWARE, SPACES
-
-
-def _time(fn, repeat: int) -> float:
-    """Median seconds of one call over ``repeat`` calls (after one warm-up)."""
-    fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -46,17 +34,17 @@ def main() -> None:
         net = space.build(ex.arch)
         groups = space.layer_groups(net)
         example = torch.zeros(1, *ex.input_shape)
-        extract_s = _time(lambda net=net, example=example, groups=groups:
+        extract_s = per_call(lambda net=net, example=example, groups=groups:
                           extract_workload(net, example, groups), max(5, args.repeat // 20))
         workload = extract_workload(net, example, groups)
         plan = QuantPlan({g: LayerQuant(8, 8, "ai8x") for g in groups})
-        base = _time(lambda w=workload, p=plan: models["generic45nm"].cost(w, p), args.repeat)
+        base = per_call(lambda w=workload, p=plan: models["generic45nm"].cost(w, p), args.repeat)
         for name, model in models.items():
             try:
                 model.cost(workload, plan)
             except BitnasError:
                 continue
-            t = _time(lambda m=model, w=workload, p=plan: m.cost(w, p), args.repeat)
+            t = per_call(lambda m=model, w=workload, p=plan: m.cost(w, p), args.repeat)
             print(f"{ex.name:10s} {name:12s} {t * 1e3:8.3f}ms {t / base:14.2f}x {t / extract_s:13.3f}x")
 
 

@@ -134,12 +134,17 @@ def read_image(path: Path, size: int) -> np.ndarray:
     return arr.transpose(2, 0, 1).copy()
 
 
-def read_image_folder(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every image under ``root/<class>/``: images [N, 3, size, size], labels, class names."""
+def class_folders(root: Path) -> list[str]:
+    """The class folders under ``root``, sorted (hidden ones left out)."""
     if not root.is_dir():
         raise BitnasError(f"task.path {root} is not a directory; it must hold one folder per class "
                           "(root/<class>/*.jpg)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_image_folder(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image under ``root/<class>/``: images [N, 3, size, size], labels, class names."""
+    classes = class_folders(root)
     if len(classes) < 2:
         raise BitnasError(f"task.path {root} holds {len(classes)} class folder(s); a classification "
                           "task needs at least 2 (root/<class>/*.jpg)")
@@ -169,11 +174,7 @@ class ImageFolderTask(Task):
         self.val_fraction = _fraction(val_fraction, "task.val_fraction")
         self.test_fraction = _fraction(test_fraction, "task.test_fraction")
         self.input_shape = (3, self.size, self.size)
-        if not self.root.is_dir():
-            raise BitnasError(f"task.path {self.root} is not a directory; it must hold one folder per "
-                              "class (root/<class>/*.jpg)")
-        self.classes = sorted(p.name for p in self.root.iterdir()
-                              if p.is_dir() and not p.name.startswith("."))
+        self.classes = class_folders(self.root)
         self.num_classes = len(self.classes)
 
     def load(self, seed: int) -> TaskData:

@@ -10,9 +10,11 @@ after the run. The report sets bitnas's measured figures beside the paper's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from bitnas.spec import StudySpec, load_spec
 
 Log = Callable[[str], None]
 
@@ -37,6 +39,19 @@ class Experiment(Protocol):
     def format_report(self, report: dict[str, Any]) -> str:
         """The report as text (what report.md holds)."""
         ...
+
+
+def load_experiment_spec(spec_file: Path, quick_changes: Mapping[str, Mapping[str, Any]], *,
+                         quick: bool = False, trials: int | None = None) -> StudySpec:
+    """An experiment's bundled spec; for ``--quick``, each section updated with its entries in
+    ``quick_changes``; ``trials`` overrides [study] trials."""
+    spec = load_spec(spec_file)
+    if quick:
+        raw = spec.to_dict()
+        for section, changes in quick_changes.items():
+            raw[section] = {**raw[section], **changes}
+        spec = StudySpec.from_dict(raw)
+    return spec.replace(trials=trials)
 
 
 class ModuleExperiment:

@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import FixedTrial
 
-from bitnas.experiments.base import ModuleExperiment
+from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
 from bitnas.experiments.max7800x_calibration import calibration_rows, format_rows
 from bitnas.plan import describe_arch, describe_plan
 from bitnas.registry import EXPERIMENTS
 from bitnas.search.context import SearchContext
 from bitnas.search.pareto import atomic_write
 from bitnas.search.study import run_search
-from bitnas.spec import StudySpec, load_spec
+from bitnas.spec import StudySpec
 
 NAME = "dex"
 SPEC_FILE = Path(__file__).with_name(f"{NAME}.toml")
@@ -57,18 +56,10 @@ QUICK = {
     "task": {"size": 32, "per_class": 12, "epochs": 2},
 }
 
-Log = Callable[[str], None]
-
 
 def load(quick: bool = False, trials: int | None = None) -> StudySpec:
     """The experiment's spec (its ``--quick`` variant when asked)."""
-    spec = load_spec(SPEC_FILE)
-    if quick:
-        raw = spec.to_dict()
-        for section, changes in QUICK.items():
-            raw[section] = {**raw[section], **changes}
-        spec = StudySpec.from_dict(raw)
-    return spec.replace(trials=trials)
+    return load_experiment_spec(SPEC_FILE, QUICK, quick=quick, trials=trials)
 
 
 def _width(spec: StudySpec) -> int:

@@ -23,21 +23,20 @@ What differs from the paper, and why the trend does or does not carry over:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
-from bitnas.experiments.base import ModuleExperiment
+from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
 from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan
 from bitnas.registry import EXPERIMENTS, HARDWARE
 from bitnas.search.context import SearchContext
 from bitnas.search.pareto import atomic_write, feasible_trials, front_trials
 from bitnas.search.strategies import uniform_params
 from bitnas.search.study import run_search
-from bitnas.spec import StudySpec, load_spec
+from bitnas.spec import StudySpec
 
 NAME = "spiking_vit_hq"
 SPEC_FILE = Path(__file__).with_name(f"{NAME}.toml")
@@ -60,18 +59,10 @@ QUICK = {
     "task": {"bins": 4, "epochs": 4, "qat_epochs": 1},
 }
 
-Log = Callable[[str], None]
-
 
 def load(quick: bool = False, trials: int | None = None) -> StudySpec:
     """The experiment's spec (its ``--quick`` variant when asked)."""
-    spec = load_spec(SPEC_FILE)
-    if quick:
-        raw = spec.to_dict()
-        for section, changes in QUICK.items():
-            raw[section] = {**raw[section], **changes}
-        spec = StudySpec.from_dict(raw)
-    return spec.replace(trials=trials)
+    return load_experiment_spec(SPEC_FILE, QUICK, quick=quick, trials=trials)
 
 
 def baselines(spec: StudySpec, ctx: SearchContext) -> list[dict[str, Any]]:

@@ -131,6 +131,12 @@ class HwLayer:
     output_width: int = 8
     cycles: int = 0
 
+    @property
+    def out_span(self) -> int:
+        """Output channels as the processors hold them: the output map's width times its passes
+        (100 outputs count as 2 x 52 = 104; above 64 channels the map is a multiple of 4)."""
+        return self.out_processors * self.out_expand
+
 
 def _spread(channels: int) -> tuple[int, int]:
     """(passes, processors per pass) for ``channels``: the multiple-of-4 rule above 64."""
@@ -155,8 +161,7 @@ def kernel_words(layer: HwLayer) -> int:
         kc = layer.passes
     else:
         ksize = layer.kernel[0] * layer.kernel[1]
-        per_pass = layer.out_processors if layer.out_expand == 1 else 4 * (layer.out_processors // 4)
-        kc = per_pass * layer.out_expand * layer.passes
+        kc = layer.out_span * layer.passes
     return (kc * ksize * bits + (kc % q) * ksize * (q - 1) + 71) // 72
 
 
@@ -179,8 +184,7 @@ def layer_cycles(layer: HwLayer) -> int:
     elif layer.channel_groups > 1:  # depthwise: each processor writes its own channel
         c_out = 1
     else:
-        c_out = (layer.out_processors if layer.out_expand == 1 else 4 * (layer.out_processors // 4)) \
-            * layer.out_expand
+        c_out = layer.out_span
     first_row_pad = 2 * cp * (in_pad + 1) + pw * (in_pad + 1)
     row_no_conv = 2 * cp * (in_pad + 1) + pw * (in_dat + 1)
     row_conv = cp * (in_pad + 1) + (kc - 1 - cp) * (in_dat + 1) + (ow - cp) * in_dat + in_pad * cp
@@ -223,7 +227,7 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
     for w, lq in zip(workload, lqs, strict=True):
         if w.folded:
             continue
-        if w.kind in ("pool", "eltwise") and (not w.in_shape or not w.out_shape):
+        if (w.weighted or w.kind in ("pool", "eltwise")) and not (w.in_shape and w.out_shape):
             raise BitnasError(f"hardware {model.name} maps layers by their shapes, and op {w.name} has "
                               "none: build the workload with extract_workload")
         if w.kind == "pool":
@@ -240,9 +244,6 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
             raise refuse_kind(model, w, ("conv1d", "conv2d", "linear", "pool", "eltwise", "folded BatchNorm"),
                               ": the accelerator runs convolutions, linear layers, pooling and "
                               "element-wise adds only")
-        if not w.in_shape or not w.out_shape:
-            raise BitnasError(f"hardware {model.name} maps layers by their shapes, and op {w.name} has "
-                              "none: build the workload with extract_workload")
         depthwise = w.channel_groups == w.in_shape[0] == w.out_shape[0]
         if w.channel_groups != 1 and not (model.depthwise and depthwise):
             raise BitnasError(f"hardware {model.name} cannot run grouped convolution {w.name} "
