@@ -24,23 +24,47 @@ class ComputeKind(enum.Enum):
     MULTIPLY = "multiply"
     #: a shift by the weight's exponent (power-of-two weights), then an accumulate
     SHIFT = "shift"
-    #: the weight's index looks up its value in a level table, then a multiply-accumulate
+    #: the weight's index looks up its value in a level table (or its sub-vector in a
+    #: codebook), then a multiply-accumulate on the value looked up
     LOOKUP = "lookup"
+
+
+def _positive(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BitnasError(f"compute {what} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
 class Compute:
-    """The operation per weight use, repeated over ``passes`` independent passes
-    (a series expansion into k terms runs k passes, each at the stated bits)."""
+    """The operation per weight use, repeated over ``passes`` independent passes.
+
+    A series expansion of the weight into k terms runs k passes, each at the stated
+    bits; with the activation expanded into ``act_terms`` terms too, it runs k x
+    act_terms passes (``passes`` counts them all), and each activation element is held
+    as ``act_terms`` terms of the group's a bits. ``operand_bits`` is the width of the
+    weight operand the multiplier sees when that is not the stored code's: a looked-up
+    level or codeword value (None: the weight bits).
+    """
 
     kind: ComputeKind
     passes: int = 1
+    operand_bits: int | None = None
+    act_terms: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, ComputeKind):
             raise BitnasError(f"compute kind must be a ComputeKind, got {self.kind!r}")
-        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
-            raise BitnasError(f"compute passes must be a positive integer, got {self.passes!r}")
+        _positive(self.passes, "passes")
+        _positive(self.act_terms, "act_terms")
+        if self.operand_bits is not None:
+            _positive(self.operand_bits, "operand_bits")
+        if self.passes % self.act_terms:
+            raise BitnasError(f"compute passes ({self.passes}) must count every weight term times "
+                              f"each of the {self.act_terms} activation terms")
+
+    def operand(self, w_bits: int) -> int:
+        """The multiplier's weight operand width for a ``w_bits`` code."""
+        return w_bits if self.operand_bits is None else self.operand_bits
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ the same groups instead.
 
 MODULES: dict[str, tuple[str, ...]] = {
     "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.ai8x"),
-    "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot", "bitnas.quantizers.ai8x"),
+    "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot", "bitnas.quantizers.ai8x",
+                          "bitnas.quantizers.nonuniform", "bitnas.quantizers.series",
+                          "bitnas.quantizers.codebook"),
     "bitnas.tasks": ("bitnas.evaluators.digits", "bitnas.evaluators.event_digits",
                      "bitnas.evaluators.event_datasets", "bitnas.evaluators.images"),
     "bitnas.hardware": ("bitnas.hardware_models.generic45nm", "bitnas.hardware_models.snn45nm",

@@ -1,4 +1,4 @@
-"""The ``bitnas`` command line: search, worker, pareto, rebuild, export, reproduce, list."""
+"""The ``bitnas`` command line: search, worker, pareto, rebuild, export, reproduce, codebook, list."""
 
 from __future__ import annotations
 
@@ -196,6 +196,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_codebook(args: argparse.Namespace) -> int:
+    from bitnas.quantizers.codebook import build_codebook, load_sources, save_codebook
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise BitnasError(f"--out {out} is a directory; pass a file name such as {out / 'codebook.npz'}")
+    book = build_codebook(load_sources(args.sources), dim=args.dim, bits=args.bits,
+                          per_source=args.per_source, seed=args.seed, log=print)
+    save_codebook(book, out)
+    print(f"codebook: {book.size} codewords of dimension {book.dim}, {book.rom_bits // 8} bytes of ROM "
+          f"(float16), written to {out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from bitnas.registry import ALL
 
@@ -280,6 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="a reduced version (minutes)")
     be.add_argument("--out", help="output directory (default: runs/bench[_quick])")
     be.set_defaults(func=cmd_bench)
+
+    cb = sub.add_parser("codebook", help="build a universal codebook for the codebook quantizer")
+    cba = cb.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    cbb = cba.add_parser(
+        "build", help="fit a codebook to trained networks' weights",
+        description="Sample the same number of d-dim sub-vectors (rows scaled to unit RMS) from every "
+                    "source network, fit a Gaussian KDE and draw 2^bits codewords from it (VQ4ALL). "
+                    "Use the file as [quantizers.codebook] path = FILE.")
+    cbb.add_argument("sources", nargs="+", metavar="SOURCE",
+                     help="a cached model (fp_cache/*.pt) or a run directory (all of its fp_cache/*.pt)")
+    cbb.add_argument("--out", required=True, help="the codebook file to write (.npz)")
+    cbb.add_argument("--dim", type=int, default=4, help="codeword dimension d (default 4)")
+    cbb.add_argument("--bits", type=int, default=12, help="index bits B: 2^B codewords, 1..16 (default 12)")
+    cbb.add_argument("--per-source", type=int, default=20000,
+                     help="sub-vectors sampled from each source network (default 20000)")
+    cbb.add_argument("--seed", type=int, default=0, help="seed of the sampling and the draw (default 0)")
+    cbb.set_defaults(func=cmd_codebook)
 
     li = sub.add_parser("list", help="list registered spaces, quantizers, tasks, hardware, strategies")
     li.set_defaults(func=cmd_list)

@@ -146,8 +146,10 @@ class Ai8xExporter:
     def export(self, item: ExportItem, out_dir: Path) -> list[Path]:
         hw = item.hardware if isinstance(item.hardware, MAX7800x) else HARDWARE.create("max78000")
         mapping = hw.map(item.workload, item.candidate.plan)
-        if mapping.broken:
-            limit, (_, reason) = next(iter(mapping.broken.items()))
+        _, scheme = hw.scheme_violations(item.workload, item.candidate.plan)
+        broken = {**{k.removeprefix(f"{hw.name}_"): (1.0, r) for k, r in scheme.items()}, **mapping.broken}
+        if broken:
+            limit, (_, reason) = next(iter(broken.items()))
             raise BitnasError(f"the candidate does not fit the {hw.name} ({limit}: {reason}); "
                               "export a feasible trial")
         ck = checkpoint(item, mapping.layers)

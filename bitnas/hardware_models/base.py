@@ -29,6 +29,10 @@ COST_FIELDS = ("energy_j", "latency_s", "weight_bytes", "peak_act_bytes")
 #: compute: arithmetic; weight: reading weights; act: moving activations or spikes;
 #: state: reading and writing neuron state (membranes, recurrent state)
 ENERGY_FIELDS = ("compute_energy_j", "weight_energy_j", "act_energy_j", "state_energy_j")
+#: what every model reports beside: the read-only structures a plan's schemes share across
+#: layers and networks (a universal codebook), counted once and placed in ROM, so not in
+#: ``weight_bytes``
+SHARED_FIELDS = ("rom_bytes",)
 #: every bit-width a plan may hold
 ALL_WEIGHT_BITS = frozenset([*range(1, MAX_INT_BITS + 1), FLOAT_BITS])
 #: the op kinds with weights (they hold the group's w_bits and run its quantizer's compute)
@@ -135,16 +139,17 @@ class Cost:
     @classmethod
     def from_layers(cls, per_layer: Mapping[str, Mapping[str, float]], *, weight_bytes: int,
                     peak_act_bytes: int, violations: Mapping[str, float] | None = None,
-                    extra: Mapping[str, float] | None = None) -> Cost:
+                    extra: Mapping[str, float] | None = None, rom_bytes: int = 0) -> Cost:
         """A cost whose energy, its parts and latency are the sums of its layers' (a chain
-        of layers run one after the other)."""
+        of layers run one after the other); ``rom_bytes``: the plan's shared structures."""
         def total(key: str) -> float:
             return float(sum(p.get(key, 0.0) for p in per_layer.values()))
 
         return cls(energy_j=total("energy_j"), latency_s=total("latency_s"),
                    weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes,
                    per_layer=per_layer, violations=dict(violations or {}),
-                   fields={**{f: total(f) for f in ENERGY_FIELDS}, **dict(extra or {})})
+                   fields={**{f: total(f) for f in ENERGY_FIELDS}, "rom_bytes": float(rom_bytes),
+                           **dict(extra or {})})
 
     def with_violations(self, violations: Mapping[str, float],
                         reasons: Mapping[str, str] | None = None) -> Cost:
@@ -194,6 +199,11 @@ class HardwareModel(ABC):
     - ``compute_kinds``: the :class:`~bitnas.accounting.ComputeKind` values the model
       prices; a plan whose quantizer needs another is refused with one line
       (:meth:`compute_of`), never costed as a plain multiply;
+    - ``infeasible_kinds``: kinds the model knows its target cannot run (an accelerator
+      without table lookups): a plan that uses one is infeasible, with a violation
+      ``<name>_scheme`` and a reason (:meth:`scheme_violations`), not an error, so that a
+      search over schemes per layer learns to avoid it; the spec refuses a space whose
+      quantizers need a kind in neither set;
     - ``extra_cost_fields``: cost fields beyond the base four and the energy parts,
       which :meth:`cost` fills into ``Cost.fields``;
     - ``activity_fields``: the cost fields that depend on measured activity; their
@@ -205,6 +215,7 @@ class HardwareModel(ABC):
     supported_weight_bits: frozenset[int] | None = None
     supported_act_bits: frozenset[int] | None = None
     compute_kinds: ClassVar[frozenset[ComputeKind]] = frozenset({ComputeKind.MULTIPLY, ComputeKind.SHIFT})
+    infeasible_kinds: ClassVar[frozenset[ComputeKind]] = frozenset()
     extra_cost_fields: ClassVar[tuple[str, ...]] = ()
     #: the model's constants, in hardware_models/data/; the spec's [hardware] may override them
     constants_file: ClassVar[str | None] = None
@@ -227,18 +238,44 @@ class HardwareModel(ABC):
     @classmethod
     def cost_fields(cls) -> tuple[str, ...]:
         """Every field this model's costs carry: objectives and constraints may use any."""
-        return (*COST_FIELDS, *ENERGY_FIELDS, *cls.extra_cost_fields)
+        return (*COST_FIELDS, *ENERGY_FIELDS, *SHARED_FIELDS, *cls.extra_cost_fields)
 
     def compute_of(self, lq: LayerQuant) -> Compute:
         """The operation ``lq``'s quantizer runs per weight, if this model prices it."""
         compute = quantizer_of(lq).compute(lq.w_bits)
-        if compute.kind not in self.compute_kinds:
+        if compute.kind not in self.compute_kinds and compute.kind not in self.infeasible_kinds:
             label = self.name or type(self).__name__
             raise BitnasError(
                 f"hardware {label} cannot price compute kind {compute.kind.value!r} (quantizer "
                 f"{lq.quantizer}); it prices {', '.join(sorted(k.value for k in self.compute_kinds))}: "
                 "drop the quantizer from the space or choose another hardware model")
         return compute
+
+
+    def scheme_issue(self, layer: LayerWorkload, lq: LayerQuant) -> str:
+        """Why the target cannot run ``layer`` under its group's scheme ("" if it can): by
+        default, a compute kind in ``infeasible_kinds``. A model may refuse more (scales or
+        tables it cannot hold)."""
+        compute = self.compute_of(lq)
+        if compute.kind in self.infeasible_kinds:
+            return (f"quantizer {lq.quantizer} needs a {compute.kind.value} per weight, which the "
+                    f"{self.name or type(self).__name__} cannot run")
+        return ""
+
+    def scheme_violations(self, workload: Sequence[LayerWorkload], plan: QuantPlan
+                          ) -> tuple[dict[str, float], dict[str, str]]:
+        """The violation ``<name>_scheme`` (the share of weighted layers whose scheme the target
+        cannot run; 0 when all can) and its reason, naming the first such layer."""
+        key = f"{self.name or type(self).__name__}_scheme"
+        weighted = [w for w in workload if w.weighted and not w.folded]
+        issues = [(w, issue) for w in weighted
+                  if (issue := self.scheme_issue(w, plan[w.group or w.name]))]
+        if not issues:
+            return {key: 0.0}, {}
+        first, issue = issues[0]
+        more = f" (and {len(issues) - 1} more layers)" if len(issues) > 1 else ""
+        return ({key: len(issues) / len(weighted)},
+                {key: f"layer {first.name}: {issue}{more}"})
 
 
 @functools.lru_cache(maxsize=256)
@@ -262,25 +299,56 @@ def weight_storage(layer: LayerWorkload, lq: LayerQuant) -> Storage:
 
 
 def weight_bits_per_layer(workload: Sequence[LayerWorkload], lqs: Sequence[LayerQuant]) -> list[int]:
-    """Stored bits per layer: its weights with their scales and tables, biases at 32 bits,
-    and each shared structure (a codebook) once, charged to the first layer that uses it."""
-    seen: set[str] = set()
+    """Stored bits per layer: its weights with their scales and tables, biases at 32 bits.
+    Structures shared across layers or networks (a codebook) are not in it: see
+    :func:`rom_bytes`."""
     out = []
     for layer, lq in zip(workload, lqs, strict=True):
         if not layer.weighted:  # its group's scheme stores nothing for an op without weights
             out.append(32 * layer.bias_params)
             continue
-        st = weight_storage(layer, lq)
-        shared = sum(bits for key, bits in st.shared.items() if key not in seen)
-        seen.update(st.shared)
-        out.append(st.layer_bits + shared + 32 * layer.bias_params)
+        out.append(weight_storage(layer, lq).layer_bits + 32 * layer.bias_params)
     return out
 
 
 def weight_bits(layer: LayerWorkload, lq: LayerQuant) -> int:
     """Bits one layer's weights occupy under its scheme (scales and tables included, shared
-    structures too), biases at 32 bits."""
+    structures not), biases at 32 bits."""
     return weight_bits_per_layer([layer], [lq])[0]
+
+
+def shared_structures(workload: Sequence[LayerWorkload], lqs: Sequence[LayerQuant]) -> dict[str, int]:
+    """The shared structures (a universal codebook) the plan's schemes use: key -> bits,
+    each once however many layers use it."""
+    out: dict[str, int] = {}
+    for layer, lq in zip(workload, lqs, strict=True):
+        if layer.weighted:
+            out.update(weight_storage(layer, lq).shared)
+    return out
+
+
+def rom_bytes(workload: Sequence[LayerWorkload], lqs: Sequence[LayerQuant]) -> int:
+    """``rom_bytes``: the shared structures, counted once, in bytes."""
+    return math.ceil(sum(shared_structures(workload, lqs).values()) / 8)
+
+
+def lookups(layer: LayerWorkload, lq: LayerQuant, compute: Compute) -> tuple[int, int]:
+    """(value bits looked up per read of the layer's weights, bytes of the tables they come
+    from): a table-lookup scheme reads each weight's value (``operand_bits``) from its
+    layer's level table or a shared codebook whenever the weights are read; (0, 0) for
+    any other kind."""
+    if not layer.weighted or compute.kind is not ComputeKind.LOOKUP:
+        return 0, 0
+    st = weight_storage(layer, lq)
+    return layer.params * compute.operand(lq.w_bits), math.ceil((st.table_bits + sum(st.shared.values())) / 8)
+
+
+def act_width(lq: LayerQuant) -> int:
+    """Bits an input activation of the group's layers occupies: its a bits, times the terms
+    of a series-expanded activation (``Compute.act_terms``)."""
+    if lq.a_bits >= FLOAT_BITS:
+        return lq.a_bits
+    return lq.a_bits * quantizer_of(lq).compute(lq.w_bits).act_terms
 
 
 def act_bits_per_layer(workload: Sequence[LayerWorkload], in_bits: Sequence[int],

@@ -14,7 +14,15 @@ Per op, with w and a the group's weight and activation bits (kinds: see ``OP_KIN
   a layer that had none (stored and read with the weights);
 - weight traffic: every stored weight bit (biases and other 32-bit parameters included)
   read once per inference, at the per-bit SRAM read energy of a memory the size of all
-  weights; ops without weights read none;
+  weights; ops without weights read none; a table-lookup scheme (``nonuniform``,
+  ``codebook``) also reads each weight's value from its table (the layer's level table,
+  or the shared codebook in ROM; a table of at most ``lut_max_bytes`` is read at
+  ``lut_pj_per_bit``, both estimates, a larger one as an SRAM of its size) and multiplies that
+  value (its ``operand_bits``) instead of the index;
+- a series expansion (``series``) repeats every MAC once per pass (k weight terms times
+  k_a activation terms) and holds each activation as its k_a terms (k_a x a bits);
+- shared structures (a universal codebook) are ``rom_bytes``, counted once and not in
+  ``weight_bytes``;
 - activation traffic: an op's input read at a bits and its output written at the next
   op's a bits (32 after the last), at the per-bit energy of a memory the size of the
   peak activation footprint (``peak_act_bytes``: the largest op's input plus output);
@@ -42,9 +50,12 @@ from bitnas.hardware_models.base import (
     HardwareModel,
     LayerWorkload,
     act_bits_per_layer,
+    act_width,
     layer_quants,
     live_peak_bytes,
+    lookups,
     refuse_kind,
+    rom_bytes,
     weight_bits_per_layer,
 )
 from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan
@@ -72,21 +83,31 @@ def sram_pj_per_bit(size_bytes: float, c: Mapping[str, float]) -> float:
     raise AssertionError("unreachable")
 
 
+def table_pj_per_bit(table_bytes: float, c: Mapping[str, float]) -> float:
+    """Read energy per bit of a lookup table: a small one (``lut_max_bytes``) sits in
+    registers beside the MACs (``lut_pj_per_bit``, an estimate), a larger one (a codebook)
+    is an SRAM or ROM of its size."""
+    return c["lut_pj_per_bit"] if table_bytes <= c["lut_max_bytes"] else sram_pj_per_bit(table_bytes, c)
+
+
 def int_mac_energy_pj(c: Mapping[str, float], w_bits: int, a_bits: int, fan_in: int,
                       compute: Compute) -> tuple[float, float]:
     """(multiply or shift, accumulate) energy in pJ of one integer MAC, from Horowitz's
     8-bit multiply and 32-bit add: the multiplier scales with w * a, a shift (power-of-two
     weights) costs an a-bit add, the add with the accumulator width w + a + log2 fan-in.
-    Each of ``compute.passes`` passes repeats the whole MAC. Kinds other than multiply
-    and shift are refused (the caller's model has declared what it prices)."""
+    After a table lookup the multiply and the add see the looked-up value's width
+    (``compute.operand_bits``), not the index's; the lookup itself is a memory read, priced
+    with the weight traffic (:func:`~bitnas.hardware_models.base.lookups`). Each of
+    ``compute.passes`` passes repeats the whole MAC."""
+    w_bits = compute.operand(w_bits)
     acc_bits = min(32, w_bits + a_bits + math.ceil(math.log2(fan_in)))
     add_pj = c["int32_add_pj"] * acc_bits / 32
     if compute.kind is ComputeKind.SHIFT:
         mul_pj = c["int32_add_pj"] * a_bits / 32
-    elif compute.kind is ComputeKind.MULTIPLY:
+    elif compute.kind in (ComputeKind.MULTIPLY, ComputeKind.LOOKUP):
         mul_pj = c["int8_mult_pj"] * w_bits * a_bits / 64
     else:
-        raise ValueError(f"int_mac_energy_pj prices multiply and shift, not {compute.kind.value}")
+        raise ValueError(f"int_mac_energy_pj prices multiply, shift and lookup, not {compute.kind.value}")
     return compute.passes * mul_pj, compute.passes * add_pj
 
 
@@ -96,12 +117,13 @@ class Generic45nm(HardwareModel):
 
     constants_file = "generic45nm.toml"
     name = "generic45nm"
+    compute_kinds = frozenset({ComputeKind.MULTIPLY, ComputeKind.SHIFT, ComputeKind.LOOKUP})
 
     def mac_energy_pj(self, w_bits: int, a_bits: int, fan_in: int,
                       compute: Compute = MULTIPLY) -> tuple[float, float]:
         """(multiply or shift, add) energy of one MAC in pJ, all passes included."""
         c = self.c
-        if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
+        if compute.operand(w_bits) >= FLOAT_BITS or a_bits >= FLOAT_BITS:
             return compute.passes * c["fp32_mult_pj"], compute.passes * c["fp32_add_pj"]
         return int_mac_energy_pj(c, w_bits, a_bits, fan_in, compute)
 
@@ -123,7 +145,7 @@ class Generic45nm(HardwareModel):
         c = self.c
         lqs = layer_quants(workload, plan)
         wbits = weight_bits_per_layer(workload, lqs)
-        act_bits = act_bits_per_layer(workload, [lq.a_bits for lq in lqs])
+        act_bits = act_bits_per_layer(workload, [act_width(lq) for lq in lqs])
         weight_bytes = math.ceil(sum(wbits) / 8)
         peak_act_bytes = live_peak_bytes(act_bits, [])
         w_pj_bit = sram_pj_per_bit(weight_bytes, c)
@@ -135,7 +157,8 @@ class Generic45nm(HardwareModel):
             steps = layer.timesteps
             ops = 0 if layer.folded else steps * layer.macs
             compute_j = ops * op_pj * PJ
-            weight_j = wb * w_pj_bit * PJ
+            looked_up, table_bytes = lookups(layer, lq, self.compute_of(lq)) if layer.weighted else (0, 0)
+            weight_j = (wb * w_pj_bit + looked_up * table_pj_per_bit(table_bytes, c)) * PJ
             act_j = steps * ab * a_pj_bit * PJ
             per_layer[layer.name] = {
                 "compute_energy_j": compute_j,
@@ -148,4 +171,5 @@ class Generic45nm(HardwareModel):
                 "weight_bytes": wb / 8,
                 "macs": float(ops),
             }
-        return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)
+        return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes,
+                                rom_bytes=rom_bytes(workload, lqs))

@@ -25,8 +25,9 @@ compare of a pool), taken to run in the dendrites of the compartments they feed,
 compartments, cores, routing or step time of their own. A BatchNorm folded into the
 layer before it (``folded``) does no work (its shift is that layer's bias, stored with the
 weights); any other norm cannot run on Loihi and is refused.
-Infeasible (``violations`` > 0): more cores than the chip has, or weights wider than
-9 bits (float included). Compartment state is Loihi's 24-bit membrane, or v_bits
+Infeasible (``violations`` > 0): more cores than the chip has, weights wider than
+9 bits (float included), or a scheme that looks weights up in a table (``nonuniform``,
+``codebook``): a synapse holds its weight itself. Compartment state is Loihi's 24-bit membrane, or v_bits
 if narrower. ``peak_act_bytes`` is the live set (see
 :func:`~bitnas.hardware_models.base.live_peak_bytes`): the largest op's input and output
 spikes (1 bit each) plus every compartment's state.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from bitnas.accounting import ComputeKind
 from bitnas.hardware_models.base import (
     ENERGY_FIELDS,
     OP_KINDS,
@@ -47,6 +49,7 @@ from bitnas.hardware_models.base import (
     layer_quants,
     live_peak_bytes,
     refuse_kind,
+    rom_bytes,
     weight_bits_per_layer,
 )
 from bitnas.plan import QuantPlan
@@ -62,6 +65,7 @@ class Loihi(HardwareModel):
 
     constants_file = "loihi.toml"
     name = "loihi"
+    infeasible_kinds = frozenset({ComputeKind.LOOKUP})
     needs_activity = True
     activity_fields = ("energy_j", "latency_s", "compute_energy_j", "act_energy_j",
                        "state_energy_j", "static_energy_j")
@@ -152,10 +156,11 @@ class Loihi(HardwareModel):
             # the chip's time is shared; each layer is charged its cores' share of it
             p["latency_s"] = latency_s * p["cores"] / max(1, total_cores)
         hi = max(self.supported_weight_bits)
-        violations = {
+        violations, reasons = self.scheme_violations(workload, plan)
+        violations.update({
             "loihi_cores": total_cores / c["cores"] - 1.0,
             "loihi_weight_bits": (max_w_bits - hi) / hi,  # > 0 past 9 bits
-        }
+        })
         parts = {f: sum(p[f] for p in per_layer.values())
                  for f in (*ENERGY_FIELDS, "static_energy_j")}
         return Cost(
@@ -167,5 +172,6 @@ class Loihi(HardwareModel):
                 [w.state_elems * min(MEMBRANE_BITS, lq.v_bits) for w, lq in zip(workload, lqs, strict=True)]),
             per_layer=per_layer,
             violations=violations,
-            fields={**parts, "cores": float(total_cores)},
+            reasons=reasons,
+            fields={**parts, "rom_bytes": float(rom_bytes(workload, lqs)), "cores": float(total_cores)},
         )

@@ -76,9 +76,10 @@ from bitnas.hardware_models.base import (
     LayerWorkload,
     layer_quants,
     refuse_kind,
+    rom_bytes,
     weight_storage,
 )
-from bitnas.plan import QuantPlan
+from bitnas.plan import LayerQuant, QuantPlan
 from bitnas.registry import HARDWARE
 
 #: flatten limits of a linear layer (ai8x-synthesis README, YAML "flatten")
@@ -253,12 +254,6 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
         if lq.a_bits not in model.supported_act_bits:
             raise BitnasError(f"hardware {model.name} runs 8-bit activations; group {w.group} asks "
                               f"for {lq.a_bits}: set space.a_bits = [8]")
-        st = weight_storage(w, lq)
-        if st.scale_bits or st.table_bits or st.shared:
-            raise BitnasError(f"hardware {model.name} stores {lq.w_bits}-bit weights with one power-of-two "
-                              f"shift per layer; quantizer {lq.quantizer} (group {w.group}) also needs "
-                              f"{st.scale_bits + st.table_bits + sum(st.shared.values())} bits of scales or "
-                              "tables it cannot hold: use quantizer ai8x")
         pool = pending
         pending = None
         pooled = _hw(w.in_shape) if w.kind != "linear" else (1, 1)
@@ -316,11 +311,26 @@ class MAX7800x(HardwareModel):
     supported_weight_bits = frozenset({1, 2, 4, 8})
     supported_act_bits = frozenset({8})
     compute_kinds = frozenset({ComputeKind.MULTIPLY})
+    infeasible_kinds = frozenset({ComputeKind.SHIFT, ComputeKind.LOOKUP})
     extra_cost_fields = ("processors", "passes_max", "layers", "kernel_words_peak",
                          "kernel_words_total", "kernel_bytes", "bias_bytes", "data_bytes_peak",
                          "cycles", "macs", "input_load_s", "input_energy_j")
     #: whether the part runs depthwise convolutions (MAX78002 only)
     depthwise = False
+
+    def scheme_issue(self, layer: LayerWorkload, lq: LayerQuant) -> str:
+        """A shift or lookup per weight, several passes, or scales and tables: the chip
+        multiplies 1/2/4/8-bit weights directly, with one power-of-two shift a layer."""
+        issue = super().scheme_issue(layer, lq)
+        compute = self.compute_of(lq)
+        st = weight_storage(layer, lq)
+        extra = st.scale_bits + st.table_bits + sum(st.shared.values())
+        if not issue and compute.passes > 1:
+            issue = f"quantizer {lq.quantizer} sums {compute.passes} passes a weight"
+        if not issue and extra:
+            issue = f"quantizer {lq.quantizer} needs {extra} bits of scales or tables"
+        return (f"{issue}; the {self.name} multiplies {lq.w_bits}-bit weights with one power-of-two "
+                "shift a layer: use quantizer ai8x") if issue else ""
 
     def map(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> ChipMap:
         """The mapping of the module docstring: processors, memories and cycles per layer."""
@@ -508,8 +518,8 @@ class MAX7800x(HardwareModel):
         act = [layer.c_in * layer.in_hw[0] * layer.in_hw[1]
                + layer.c_out * (1 if layer.op == "linear" else layer.out_hw[0] * layer.out_hw[1])
                * layer.output_width // 8 for layer in mp.layers]
-        violations = {f"{self.name}_{k}": 0.0 for k in LIMITS}
-        reasons = {}
+        violations, reasons = self.scheme_violations(workload, plan)
+        violations.update({f"{self.name}_{k}": 0.0 for k in LIMITS})
         for limit, (excess, reason) in mp.broken.items():
             violations[f"{self.name}_{limit}"] = excess
             reasons[f"{self.name}_{limit}"] = reason
@@ -527,6 +537,7 @@ class MAX7800x(HardwareModel):
             "data_bytes_peak": float(max((ly.in_bytes + ly.out_bytes for ly in mp.layers), default=0)),
             "cycles": float(cycles),
             "macs": float(sum(ly.steps * ly.macs for ly in mp.layers)),
+            "rom_bytes": float(rom_bytes(workload, layer_quants(workload, plan))),
             "input_load_s": input_s,
             "input_energy_j": input_s * c["cpu_active_power_w"],
         })

@@ -14,6 +14,11 @@ steps the op runs (kinds: see ``OP_KINDS``):
 - "eltwise" adds (residuals) are the adds SpikingJelly counts (one per spike where both
   operands are spikes, else one per element) and "pool" ops their window's compares or
   adds, each at E_add(a) = E_add32 * a/32, or 0.9 pJ at 32 bits;
+- a table-lookup scheme (``nonuniform``, ``codebook``) multiplies or adds the looked-up
+  value (its ``operand_bits``) and reads it from its table whenever the weights are read
+  (priced as generic45nm prices it: a small table in registers, a codebook as an SRAM); a series expansion
+  repeats each op once per pass and holds dense activations as k_a terms of a bits;
+  shared structures are ``rom_bytes``, not ``weight_bytes``;
 - "norm": a BatchNorm that folds into the preceding layer (``folded``) does no work (the
   bias it leaves on a layer that had none is stored and read with the weights);
   any other norm a multiply-add per element at E_MAC(a, a).
@@ -57,19 +62,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from bitnas.accounting import Compute
+from bitnas.accounting import Compute, ComputeKind
 from bitnas.hardware_models.base import (
     OP_KINDS,
     Cost,
     HardwareModel,
     LayerWorkload,
     act_bits_per_layer,
+    act_width,
     layer_quants,
     live_peak_bytes,
+    lookups,
     refuse_kind,
+    rom_bytes,
     weight_bits_per_layer,
 )
-from bitnas.hardware_models.generic45nm import MULTIPLY, int_mac_energy_pj, sram_pj_per_bit
+from bitnas.hardware_models.generic45nm import MULTIPLY, int_mac_energy_pj, sram_pj_per_bit, table_pj_per_bit
 from bitnas.plan import FLOAT_BITS, LayerQuant, QuantPlan
 from bitnas.registry import HARDWARE
 
@@ -82,18 +90,21 @@ class SNN45nm(HardwareModel):
 
     constants_file = "snn45nm.toml"
     name = "snn45nm"
+    compute_kinds = frozenset({ComputeKind.MULTIPLY, ComputeKind.SHIFT, ComputeKind.LOOKUP})
     needs_activity = True
     activity_fields = ("energy_j", "latency_s", "peak_act_bytes")  # inputs: 1-bit spikes or a-bit
 
     def mac_pj(self, w_bits: int, a_bits: int, fan_in: int, compute: Compute) -> float:
         """One dense multiply-accumulate, all of its passes."""
-        if w_bits >= FLOAT_BITS or a_bits >= FLOAT_BITS:
+        if compute.operand(w_bits) >= FLOAT_BITS or a_bits >= FLOAT_BITS:
             return compute.passes * self.c["fp32_mac_pj"]
         return sum(int_mac_energy_pj(self.c, w_bits, a_bits, fan_in, compute))
 
     def ac_pj(self, w_bits: int, fan_in: int, compute: Compute) -> float:
         """One synaptic op (a spike adds a weight), all of its passes; a shift or a
-        multiply needs no arithmetic on a 1-bit spike, only the add."""
+        multiply needs no arithmetic on a 1-bit spike, only the add (of the looked-up value's
+        width after a table lookup)."""
+        w_bits = compute.operand(w_bits)
         if w_bits >= FLOAT_BITS:
             return compute.passes * self.c["fp32_ac_pj"]
         return compute.passes * self.c["int32_add_pj"] * min(32, w_bits + math.ceil(math.log2(fan_in))) / 32
@@ -130,7 +141,7 @@ class SNN45nm(HardwareModel):
         wbits = weight_bits_per_layer(workload, lqs)
         state_bits = [w.state_elems * lq.v_bits for w, lq in zip(workload, lqs, strict=True)]
         # spikes are read at 1 bit by the ops that take them as synaptic input
-        width = [1 if w.in_spike_rate is not None and (w.weighted or w.kind == "matmul") else lq.a_bits
+        width = [1 if w.in_spike_rate is not None and (w.weighted or w.kind == "matmul") else act_width(lq)
                  for w, lq in zip(workload, lqs, strict=True)]
         in_bits = [0 if w.folded else w.in_elems * b for w, b in zip(workload, width, strict=True)]
         weight_bytes = math.ceil(sum(wbits) / 8)
@@ -143,7 +154,8 @@ class SNN45nm(HardwareModel):
             steps = w.timesteps
             ops, op_pj, passes = self.ops_pj(w, lq)
             compute_j = ops * op_pj * PJ
-            weight_j = steps * wb * w_pj_bit * PJ
+            looked_up, table_bytes = lookups(w, lq, self.compute_of(lq)) if w.weighted else (0, 0)
+            weight_j = steps * (wb * w_pj_bit + looked_up * table_pj_per_bit(table_bytes, c)) * PJ
             state_j = steps * 2 * sb * a_pj_bit * PJ
             act_j = steps * ib * a_pj_bit * PJ
             per_layer[w.name] = {
@@ -157,4 +169,5 @@ class SNN45nm(HardwareModel):
                 "latency_s": math.ceil(passes * ops / c["ops_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,
             }
-        return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes)
+        return Cost.from_layers(per_layer, weight_bytes=weight_bytes, peak_act_bytes=peak_act_bytes,
+                                rom_bytes=rom_bytes(workload, lqs))

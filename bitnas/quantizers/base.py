@@ -86,6 +86,12 @@ class Quantizer(ABC):
     def compute(self, bits: int) -> Compute:
         """The operation the hardware runs per weight use at ``bits``."""
 
+    def supported_bits(self) -> frozenset[int] | None:
+        """The weight bits this quantizer (with its options) can run; None: any of 1..16 and
+        32. The spec refuses a space that offers the quantizer other bits (a codebook of
+        2^12 codewords has at most 12-bit indices)."""
+        return None
+
     def quantize_layer(self, w: Tensor, bias: Tensor | None, bits: int) -> tuple[Tensor, Tensor | None]:
         """The layer's fake-quantized weight and bias. By default the bias stays in float (32
         bits, as the cost models store it); a scheme whose hardware quantizes the bias with

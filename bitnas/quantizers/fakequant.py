@@ -42,6 +42,7 @@ class FakeQuantLayer(nn.Module):
         self.parts = [rows for rows, _ in parts]
         self.lqs = [lq for _, lq in parts]
         self.weight_quantizers = [QUANTIZERS.create(lq.quantizer, **lq.options) for lq in self.lqs]
+        self._cache: dict[int, tuple[tuple, tuple[Tensor, Tensor | None]]] = {}
         self.acts = nn.ModuleList(q.activation(lq.a_bits) or ActivationQuantizer(lq.a_bits)
                                   for q, lq in zip(self.weight_quantizers, self.lqs, strict=True))
 
@@ -54,7 +55,20 @@ class FakeQuantLayer(nn.Module):
         return self.weight_quantizers[0]
 
     def quantized(self, part: int = 0) -> tuple[Tensor, Tensor | None]:
-        """The part's fake-quantized weight and bias, with straight-through gradients."""
+        """The part's fake-quantized weight and bias, with straight-through gradients.
+
+        Without gradients (evaluation) the result is kept until the weights change, so a
+        scheme that fits levels or searches a codebook runs once, not once a batch."""
+        if torch.is_grad_enabled():
+            return self._quantized(part)
+        key = tuple((t.data_ptr(), t._version) for t in (self.layer.weight, self.layer.bias)
+                    if t is not None)
+        hit = self._cache.get(part)
+        if hit is None or hit[0] != key:
+            hit = self._cache[part] = (key, self._quantized(part))
+        return hit[1]
+
+    def _quantized(self, part: int) -> tuple[Tensor, Tensor | None]:
         rows = self.parts[part]
         w = self.layer.weight if rows is None else self.layer.weight[rows]
         bias = self.layer.bias

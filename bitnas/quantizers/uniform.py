@@ -129,7 +129,10 @@ class ActivationQuantizer(nn.Module):
             raise RuntimeError("ActivationQuantizer used before calibration")
         if self.binary and ((x == 0) | (x == 1)).all():
             return x
+        return x + (self.fake_quant(x.detach()) - x).detach()
+
+    def fake_quant(self, x: Tensor) -> Tensor:
+        """``x`` on the calibrated grid (no gradient path; forward adds the straight-through one)."""
         scale, zp = self.qparams()
         q = torch.clamp(torch.round(x / scale) + zp, 0, 2**self.bits - 1)
-        xq = (q - zp) * scale
-        return x + (xq - x).detach()
+        return (q - zp) * scale

@@ -33,9 +33,10 @@ def _model(name):
     return HARDWARE.create(name)
 
 
-def _bits(model):
+def _bits(model, quantizer="uniform"):
     supported = model.supported_weight_bits or frozenset({1, 2, 3, 4, 6, 8, 16, 32})
-    return sorted(b for b in supported if b in (1, 2, 3, 4, 6, 8, 16, 32))
+    runs = QUANTIZERS.create(quantizer).supported_bits()
+    return sorted(b for b in supported if b in (1, 2, 3, 4, 6, 8, 16, 32) and (runs is None or b in runs))
 
 
 def _plan(w0, w1, a=8, v=32, quantizer=None):
@@ -49,11 +50,11 @@ def _accepts(model, quantizer):
     if QUANTIZERS.create(quantizer).compute(4).kind not in model.compute_kinds:
         return False
     try:
-        model.cost(WORKLOAD, _plan(8, 8, quantizer=quantizer))
+        cost = model.cost(WORKLOAD, _plan(8, 8, quantizer=quantizer))
     except BitnasError as e:
         assert "\n" not in str(e)
         return False
-    return True
+    return not cost.violations.get(f"{model.name}_scheme", 0.0)
 
 
 def _default_quantizer(model):
@@ -69,7 +70,7 @@ def test_no_cost_field_decreases_when_a_bit_grows(name, quantizer):
     model = _model(name)
     if not _accepts(model, quantizer):
         pytest.skip(f"{name} does not cost {quantizer} weights")
-    bits = _bits(model)
+    bits = _bits(model, quantizer)
     fields = model.cost_fields()
 
     def values(plan):
@@ -129,7 +130,7 @@ def test_every_constant_has_a_unit_and_a_source(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_a_compute_kind_it_does_not_price_is_refused(name, monkeypatch):
     model = _model(name)
-    unpriced = [k for k in ComputeKind if k not in model.compute_kinds]
+    unpriced = [k for k in ComputeKind if k not in model.compute_kinds | model.infeasible_kinds]
     if not unpriced:
         pytest.skip(f"{name} prices every compute kind")
 
@@ -144,6 +145,28 @@ def test_a_compute_kind_it_does_not_price_is_refused(name, monkeypatch):
     bits = _bits(model)
     with pytest.raises(BitnasError, match=f"cannot price compute kind '{unpriced[0].value}'"):
         model.cost(WORKLOAD, _plan(bits[0], bits[0]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_compute_kind_its_target_cannot_run_makes_the_plan_infeasible(name, monkeypatch):
+    model = _model(name)
+    if not model.infeasible_kinds:
+        pytest.skip(f"{name} runs every kind it knows")
+    kind = sorted(model.infeasible_kinds, key=lambda k: k.value)[0]
+
+    class CannotRun:
+        def storage(self, shape, bits):
+            return Storage(math.prod(shape) * bits)
+
+        def compute(self, bits):
+            return Compute(kind)
+
+    monkeypatch.setattr(hw_base, "quantizer_of", lambda lq: CannotRun())
+    bits = _bits(model)
+    cost = model.cost(WORKLOAD, _plan(bits[0], bits[0]))
+    key = f"{model.name}_scheme"
+    assert cost.violations[key] == 1.0 and not cost.feasible  # both layers
+    assert kind.value in cost.reasons[key] and "\n" not in cost.reasons[key]
 
 
 @pytest.mark.parametrize("name", NAMES)

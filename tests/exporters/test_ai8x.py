@@ -105,7 +105,7 @@ def test_the_checkpoint_reloads_to_the_same_outputs(exported):
 
 def test_a_candidate_the_format_cannot_express_is_one_line(tmp_path):
     item, _ = _item(quantizer="uniform")
-    with pytest.raises(BitnasError, match=r"quantizer uniform \(group conv0\).*use quantizer ai8x") as e:
+    with pytest.raises(BitnasError, match=r"scheme: layer conv0: quantizer uniform needs .*ai8x") as e:
         EXPORTERS.create("ai8x").export(item, tmp_path)
     assert "\n" not in str(e.value)
 

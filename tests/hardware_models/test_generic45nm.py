@@ -103,18 +103,27 @@ def _accepted(model):
     quantizers = []
     for q in QUANTIZERS.names():
         try:
-            plan = QuantPlan({g: LayerQuant(w_bits[-1], a_bits[0], q) for g in ("conv", "fc")})
-            model.cost(TWO_LAYERS, plan)
-            quantizers.append(q)
+            plan = QuantPlan({g: LayerQuant(_runs(q, w_bits)[-1], a_bits[0], q) for g in ("conv", "fc")})
+            if model.cost(TWO_LAYERS, plan).feasible:
+                quantizers.append(q)
         except BitnasError:
             pass
     return w_bits, a_bits, quantizers
 
 
+def _runs(quantizer, w_bits):
+    """The bits of ``w_bits`` the quantizer runs."""
+    runs = QUANTIZERS.create(quantizer).supported_bits()
+    return [b for b in w_bits if runs is None or b in runs]
+
+
 def _random_plan(rng, groups, model):
     w_bits, a_bits, quantizers = _accepted(model)
-    return QuantPlan({g: LayerQuant(rng.choice(w_bits), rng.choice(a_bits), rng.choice(quantizers))
-                      for g in groups})
+    plan = {}
+    for g in groups:
+        q = rng.choice(quantizers)
+        plan[g] = LayerQuant(rng.choice(_runs(q, w_bits)), rng.choice(a_bits), q)
+    return QuantPlan(plan)
 
 
 @pytest.mark.parametrize("name", HARDWARE.names())
@@ -127,7 +136,8 @@ def test_more_bits_never_cost_less(name):
         lq = plan[group]
         field = rng.choice(["w_bits", "a_bits"])
         w_bits, a_bits, _ = _accepted(model)
-        higher = [b for b in (w_bits if field == "w_bits" else a_bits) if b > getattr(lq, field)]
+        offered = _runs(lq.quantizer, w_bits) if field == "w_bits" else a_bits
+        higher = [b for b in offered if b > getattr(lq, field)]
         if not higher:
             continue
         bumped = dict(plan.layers)

@@ -206,8 +206,19 @@ def test_ops_the_accelerator_cannot_run_are_refused_in_one_line():
     with pytest.raises(BitnasError, match="cannot price 'norm' ops") as e:
         _cost(model, (3, 4, 4))
     assert "\n" not in str(e.value)
-    with pytest.raises(BitnasError, match="per-channel|scales or tables"):
-        _cost(_small(), (3, 32, 32), quantizer="uniform")
+
+
+
+@pytest.mark.parametrize("quantizer, words", [("uniform", "bits of scales or tables"),
+                                              ("pot", "needs a shift per weight"),
+                                              ("nonuniform", "needs a lookup per weight"),
+                                              ("series", "sums 2 passes a weight")])
+def test_a_scheme_the_chip_cannot_run_makes_the_plan_infeasible(quantizer, words):
+    cost = _cost(_small(), (3, 32, 32), quantizer=quantizer)
+    assert cost.violations["max78000_scheme"] == 1.0 and not cost.feasible
+    reason = cost.reasons["max78000_scheme"]
+    assert words in reason and "use quantizer ai8x" in reason and "\n" not in reason
+    assert _cost(_small(), (3, 32, 32)).violations["max78000_scheme"] == 0.0
 
 
 def test_three_bit_weights_are_refused_by_the_spec_naming_the_group():

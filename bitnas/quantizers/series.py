@@ -1,0 +1,141 @@
+"""FP=xINT series expansion: a weight (and optionally the activation) as a sum of k low-bit terms.
+
+Residual expansion, per layer and output channel: R_0 = W; term i is
+W_i = s_i * Q_b(R_{i-1}); R_i = R_{i-1} - W_i; W ~ W_1 + ... + W_k (see :func:`expand`
+for the steps s_i). Every term after the first quantizes what the ones before left,
+so the error falls by 1/(2^b - 1), about 2^-b, per added term: the residual of a
+b-bit rounding spans one step, and the next term's 2^b codes split that step.
+The layer's output is sum_i W_i x: k independent integer products (k passes), which
+the paper runs in parallel and in any order. With ``act_terms`` = k_a > 1 the layer's
+input is expanded the same way (its calibrated asymmetric grid, then k_a - 1 residual
+terms), and the output needs k x k_a integer passes.
+
+Storage: k x b bits per weight and k scales per output channel. Compute: k (x k_a)
+multiply passes at b bits.
+
+The paper (Zhang et al., arXiv 2412.06865) also expands at the layer and model level
+(basis models summed); bitnas expands each tensor, which is what a per-layer search
+can choose per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bitnas.accounting import Compute, ComputeKind, Storage
+from bitnas.errors import BitnasError
+from bitnas.plan import FLOAT_BITS
+from bitnas.quantizers.base import Quantizer, channels, numel
+from bitnas.quantizers.uniform import ActivationQuantizer, UniformQuantizer, _per_channel
+from bitnas.registry import QUANTIZERS
+
+MAX_TERMS = 8
+
+
+@dataclass(frozen=True)
+class SeriesConfig:
+    """Options of the series-expansion quantizer (``terms`` may be searched per group)."""
+
+    #: k: weight terms, each of the group's w_bits
+    terms: int = 2
+    #: k_a: activation terms, each of the group's a_bits (1: the input is not expanded)
+    act_terms: int = 1
+    #: bits of each term's per-channel scale as stored
+    scale_bits: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("terms", "act_terms"):
+            v = getattr(self, name)
+            if not 1 <= v <= MAX_TERMS:
+                raise BitnasError(f"{name} must be 1..{MAX_TERMS}, got {v}")
+        if not 1 <= self.scale_bits <= 32:
+            raise BitnasError(f"scale_bits must be 1..32, got {self.scale_bits}")
+
+
+def expand(w: Tensor, bits: int, terms: int) -> list[Tensor]:
+    """The k terms W_1..W_k of ``w``'s residual expansion (each dequantized).
+
+    One term is the ``uniform`` quantizer's (MSE-clipped, restricted symmetric codes).
+    With more, the first term is max-scaled (step s = max|w| / (2^(b-1) - 1) per channel:
+    nothing clipped, so every residual lies within +-s/2) and term i takes the full
+    signed b-bit codes [-2^(b-1), 2^(b-1) - 1] at step s / (2^b - 1)^(i-1): its error is at
+    most half a step, 1/(2^b - 1) of the term before's. At 1 bit every term is binary,
+    sign(R) times the channel's mean |R|.
+    """
+    w = w.detach()
+    if terms == 1 or bits == 1:
+        q, residual, out = UniformQuantizer(), w, []
+        for _ in range(terms):
+            out.append(q.quantize(residual, bits))
+            residual = residual - out[-1]
+        return out
+    flat = w.reshape(w.shape[0], -1)
+    qmax = 2 ** (bits - 1) - 1
+    step = _per_channel((flat.abs().amax(dim=1) / qmax).clamp_min(1e-30), w)
+    out = [torch.clamp(torch.round(w / step), -qmax, qmax) * step]
+    approx = out[0]
+    for _ in range(terms - 1):
+        step = step / (2 ** bits - 1)
+        out.append(torch.clamp(torch.round((w - approx) / step), -(qmax + 1), qmax) * step)
+        approx = approx + out[-1]
+    return out
+
+
+class SeriesActivation(ActivationQuantizer):
+    """A layer input as k_a terms: its calibrated asymmetric grid, then k_a - 1 residual
+    terms of full signed b-bit codes, each at 1/(2^b - 1) of the step before (as
+    :func:`expand` does for weights)."""
+
+    def __init__(self, bits: int, terms: int) -> None:
+        super().__init__(bits)
+        self.terms = terms
+
+    def fake_quant(self, x: Tensor) -> Tensor:
+        xq = super().fake_quant(x)
+        step, _ = self.qparams()
+        top = 2 ** (self.bits - 1)
+        for _ in range(self.terms - 1):
+            step = step / (2 ** self.bits - 1)
+            xq = xq + torch.clamp(torch.round((x - xq) / step), -top, top - 1) * step
+        return xq
+
+
+@QUANTIZERS.register("series")
+class SeriesQuantizer(Quantizer):
+    """FP=xINT: k residual terms of b bits each (k passes), optionally k_a activation terms."""
+
+    Config = SeriesConfig
+    name = "series"
+
+    def supported_bits(self) -> frozenset[int]:
+        """1..8 bits a term: k wider terms, or float ones, expand nothing a single term at
+        k times the bits (or the float weight, one pass) would not hold."""
+        return frozenset(range(1, 9))
+
+    def quantize(self, w: Tensor, bits: int) -> Tensor:
+        if bits >= FLOAT_BITS:
+            return w
+        return torch.stack(expand(w, bits, self.config.terms)).sum(0).to(w.dtype)
+
+    def storage(self, shape: Sequence[int], bits: int) -> Storage:
+        """k x b bits per weight and k scales per output channel."""
+        if bits >= FLOAT_BITS:
+            return Storage(numel(shape) * FLOAT_BITS)
+        k = self.config.terms
+        return Storage(numel(shape) * bits * k, scale_bits=k * channels(shape) * self.config.scale_bits)
+
+    def compute(self, bits: int) -> Compute:
+        """k x k_a multiply passes at b bits (one float pass for float weights)."""
+        if bits >= FLOAT_BITS:
+            return Compute(ComputeKind.MULTIPLY)
+        ka = self.config.act_terms
+        return Compute(ComputeKind.MULTIPLY, passes=self.config.terms * ka, act_terms=ka)
+
+    def activation(self, bits: int):
+        if self.config.act_terms == 1 or bits >= FLOAT_BITS:
+            return None
+        return SeriesActivation(bits, self.config.act_terms)
