@@ -1,6 +1,7 @@
 """Per-group quantization sensitivity, HAWQ-V3 style: curvature times weight perturbation.
 
-For a layer group g with weights W_g and a precision choice c = (bits, scheme):
+For a layer group g with weights W_g and a precision choice c = (bits, scheme, the
+scheme's options: a series expansion's terms, say), measured with c's own quantizer:
 
     Omega_g(c) = (Tr(H_g) / n_g) * ||Q_c(W_g) - W_g||^2
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from bitnas.evaluators.base import Split
 from bitnas.plan import split_member
 from bitnas.registry import QUANTIZERS
+from bitnas.spaces.base import WeightChoice
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,10 @@ class Sensitivity:
 
     estimator: str  # "hutchinson" or "fisher"
     trace: dict[str, float]  # group -> mean curvature per weight, Tr(H_g) / n_g
-    perturbation: dict[str, dict[tuple[int, str], float]]  # group -> (bits, scheme) -> ||dW||^2
+    perturbation: dict[str, dict[WeightChoice, float]]  # group -> choice -> ||dW||^2
 
-    def omega(self, group: str, bits: int, scheme: str) -> float:
-        return self.trace[group] * self.perturbation[group][(bits, scheme)]
+    def omega(self, group: str, choice: WeightChoice) -> float:
+        return self.trace[group] * self.perturbation[group][choice]
 
 
 def _group_weights(model: nn.Module, groups: Mapping[str, Sequence[str]]
@@ -63,17 +65,20 @@ def _spiking(model: nn.Module) -> bool:
 
 
 def perturbations(model: nn.Module, groups: Mapping[str, Sequence[str]],
-                  choices: Sequence[tuple[int, str]]) -> dict[str, dict[tuple[int, str], float]]:
-    """||Q_c(W_g) - W_g||^2 per group and choice, quantizing each member's rows as PTQ does."""
+                  choices: Mapping[str, Sequence[WeightChoice]] | Sequence[WeightChoice]
+                  ) -> dict[str, dict[WeightChoice, float]]:
+    """||Q_c(W_g) - W_g||^2 per group and choice (a list for every group, or each group's
+    own), each choice's quantizer made with its options, quantizing each member's rows as
+    PTQ does."""
     weights = _group_weights(model, groups)
-    out: dict[str, dict[tuple[int, str], float]] = {}
+    out: dict[str, dict[WeightChoice, float]] = {}
     with torch.no_grad():
         for g, parts in weights.items():
             out[g] = {}
-            for bits, scheme in choices:
-                q = QUANTIZERS.create(scheme)
-                out[g][(bits, scheme)] = float(sum(
-                    (q.quantize(_rows(w, rows).detach(), bits) - _rows(w, rows)).pow(2).sum()
+            for c in (choices[g] if isinstance(choices, Mapping) else choices):
+                q = QUANTIZERS.create(c.quantizer, **dict(c.options))
+                out[g][c] = float(sum(
+                    (q.quantize(_rows(w, rows).detach(), c.w_bits) - _rows(w, rows)).pow(2).sum()
                     for w, rows in parts))
     return out
 
@@ -104,7 +109,8 @@ def _fisher(model, weights, batch: Split) -> dict[str, float]:
 
 
 def estimate(model: nn.Module, groups: Mapping[str, Sequence[str]], batch: Split,
-             choices: Sequence[tuple[int, str]], *, samples: int = 16, seed: int = 0,
+             choices: Mapping[str, Sequence[WeightChoice]] | Sequence[WeightChoice], *,
+             samples: int = 16, seed: int = 0,
              estimator: str = "auto") -> Sensitivity:
     """Sensitivity of every group of the trained FP ``model`` on ``batch``.
 

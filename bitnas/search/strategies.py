@@ -285,20 +285,28 @@ def _ilp_front(ctx, spec, base: dict, n_plans: int, field: str) -> tuple[list[di
 
     space = ctx.space
     prec = space.precision
-    choices = [(b, q) for q in prec.quantizers for b in prec.all_w_bits()]
     cand = space.suggest(FixedTrial(base))
     groups, _ = ctx.structure(cand)
+    per_group = {g: prec.weight_choices(g) for g in groups}
+    choices = list(dict.fromkeys(c for cs in per_group.values() for c in cs))
     model, _ = ctx.fp_model(cand)
     batch = Split(ctx.data.train.x[:128], ctx.data.train.y[:128])
-    sens = sensitivity.estimate(model, groups, batch, choices, seed=spec.seed)
+    sens = sensitivity.estimate(model, groups, batch, per_group, seed=spec.seed)
 
-    def with_choice(params: dict, g: str, c: tuple[int, str]) -> dict:
-        return {**params, f"{g}.w_bits": c[0], f"{g}.quantizer": c[1]}
+    def with_choice(params: dict, g: str, c) -> dict:
+        # the group's option knobs of another scheme do not apply to this one
+        kept = {k: v for k, v in params.items()
+                if not (k.startswith(f"{g}.") and split_knob(k)[1] not in PRECISION_KNOBS)}
+        return {**kept, **c.params(g, prec.options)}
 
-    allowed = np.array([[c[0] in prec.group_w_bits.get(g, prec.w_bits) for c in choices] for g in groups])
     base_cost = ctx.cost(cand)
-    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))) if ok else None
-              for c, ok in zip(choices, row, strict=True)] for g, row in zip(groups, allowed, strict=True)]
+    broken_before = {k for k, v in base_cost.violations.items() if v > 0}
+    costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))) if c in per_group[g] else None
+              for c in choices] for g in groups]
+    # a choice the group may not take, or one that alone breaks a limit the cheapest plan keeps
+    # (a scheme the hardware cannot run), is left out
+    allowed = np.array([[c is not None and not ({k for k, v in c.violations.items() if v > 0} - broken_before)
+                         for c in row] for row in costs])
 
     def marginal(name: str) -> np.ndarray:  # a choice a group may not take counts as 0
         base_value = base_cost.value(name)
@@ -307,7 +315,7 @@ def _ilp_front(ctx, spec, base: dict, n_plans: int, field: str) -> tuple[list[di
 
     # the spec's bounds on cost fields, as limits on the same marginal costs
     limits = [(marginal(name), bound - base_cost.value(name)) for name, bound in spec.constraints.items()]
-    omega = np.array([[sens.omega(g, *c) for c in choices] for g in groups])
+    omega = np.array([[sens.omega(g, c) if c in per_group[g] else 0.0 for c in choices] for g in groups])
     out = []
     for plan in ilp.sweep(omega, marginal(field), n_plans, allowed, limits):
         params = dict(base)

@@ -10,8 +10,10 @@ follows the last one (:func:`split_knob`).
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import optuna
@@ -63,6 +65,31 @@ def choose(trial: optuna.trial.BaseTrial, name: str, choices: Sequence[Any]) -> 
     return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
 
+@dataclass(frozen=True)
+class WeightChoice:
+    """One weight precision a group may take: bits, scheme and the scheme's options (fixed
+    and searched ones, as the plan's ``LayerQuant.options`` holds them). Strategies that
+    reason per group (the ILP) choose among these; each is measured with its own quantizer."""
+
+    w_bits: int
+    quantizer: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def params(self, group: str, searched: Mapping[str, Any]) -> dict[str, Any]:
+        """The Optuna params that pick this choice for ``group``: its bits, scheme and the
+        options the space searches (``searched``: quantizer -> option -> values)."""
+        out: dict[str, Any] = {precision_knob(group, "w_bits"): self.w_bits,
+                               precision_knob(group, "quantizer"): self.quantizer}
+        for key, value in self.options:
+            if isinstance(searched.get(self.quantizer, {}).get(key), list | tuple):
+                out[precision_knob(group, f"{self.quantizer}_{key}")] = value
+        return out
+
+    def label(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.quantizer}{self.w_bits}" + (f"({opts})" if opts else "")
+
+
 class PrecisionChoices:
     """The bits and schemes a layer group may take; one Optuna parameter each."""
 
@@ -105,6 +132,22 @@ class PrecisionChoices:
     def w_bits_for(self, group: str) -> tuple[int, ...]:
         """The w_bits ``group`` may take."""
         return self.group_w_bits.get(group, self.w_bits)
+
+    def weight_choices(self, group: str) -> list[WeightChoice]:
+        """Every (bits, scheme, options) ``group`` may take: each quantizer with every
+        combination of its searched options, at the bits the space offers the group and the
+        quantizer (so configured) runs."""
+        out = []
+        for q in self.quantizers:
+            opts = self.options.get(q, {})
+            keys = sorted(opts)
+            values = [v if isinstance(v, list | tuple) else [v] for v in (opts[k] for k in keys)]
+            for combo in itertools.product(*values):
+                options = tuple(zip(keys, combo, strict=True))
+                runs = QUANTIZERS.create(q, **dict(options)).supported_bits()
+                out.extend(WeightChoice(b, q, options) for b in self.w_bits_for(group)
+                           if runs is None or b in runs)
+        return out
 
     def suggest(self, trial: optuna.trial.BaseTrial, group: str) -> LayerQuant:
         w_bits = choose(trial, precision_knob(group, "w_bits"), self.w_bits_for(group))

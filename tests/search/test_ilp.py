@@ -9,6 +9,7 @@ from torch import nn
 from bitnas.evaluators.base import Split
 from bitnas.search import ilp
 from bitnas.search.sensitivity import estimate, perturbations
+from bitnas.spaces.base import WeightChoice
 
 
 def test_ilp_matches_brute_force_on_tiny_problems():
@@ -81,7 +82,7 @@ def test_hutchinson_matches_the_exact_hessian_trace():
         return nn.functional.cross_entropy(nn.functional.linear(x, weight, model[0].bias), y)
 
     exact = torch.autograd.functional.hessian(loss_of, w.detach()).reshape(12, 12).trace().item()
-    sens = estimate(model, {"fc": ["0"]}, Split(x, y), [(4, "uniform")], samples=2000,
+    sens = estimate(model, {"fc": ["0"]}, Split(x, y), [WeightChoice(4, "uniform")], samples=2000,
                     estimator="hutchinson")
     assert sens.estimator == "hutchinson"
     assert sens.trace["fc"] * 12 == pytest.approx(exact, rel=0.1)
@@ -90,8 +91,13 @@ def test_hutchinson_matches_the_exact_hessian_trace():
 def test_perturbation_falls_with_bits():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 8))
-    p = perturbations(model, {"fc": ["0"]}, [(b, "uniform") for b in (2, 4, 8)])["fc"]
-    assert p[(2, "uniform")] > p[(4, "uniform")] > p[(8, "uniform")] > 0
+    choices = [WeightChoice(b, "uniform") for b in (2, 4, 8)]
+    p = perturbations(model, {"fc": ["0"]}, choices)["fc"]
+    assert p[choices[0]] > p[choices[1]] > p[choices[2]] > 0
+    # each choice is measured with its own quantizer and options: more series terms, less error
+    terms = [WeightChoice(2, "series", (("terms", k),)) for k in (1, 2, 3)]
+    p = perturbations(model, {"fc": ["0"]}, terms)["fc"]
+    assert p[terms[0]] > p[terms[1]] > p[terms[2]] > 0
 
 
 def test_spiking_models_use_the_fisher_trace():
@@ -104,7 +110,8 @@ def test_spiking_models_use_the_fisher_trace():
     arch = {"time_steps": 2, "embed_dims": 16, "depth": 1, "heads": 1, "mlp_ratio": 2}
     model = space.build(arch)
     batch = Split(torch.rand(4, 2, 2, 16, 16), torch.tensor([0, 1, 2, 0]))
-    sens = estimate(model, space.layer_groups(model), batch, [(2, "uniform"), (4, "uniform")])
+    choices = [WeightChoice(2, "uniform"), WeightChoice(4, "uniform")]
+    sens = estimate(model, space.layer_groups(model), batch, choices)
     assert sens.estimator == "fisher"
     assert all(v >= 0 for v in sens.trace.values()) and any(v > 0 for v in sens.trace.values())
 
