@@ -17,7 +17,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "bitnas.hardware": ("bitnas.hardware_models.generic45nm", "bitnas.hardware_models.snn45nm",
                         "bitnas.hardware_models.loihi", "bitnas.hardware_models.max7800x"),
     "bitnas.strategies": ("bitnas.search.strategies",),
-    "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq", "bitnas.experiments.dex"),
+    "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq", "bitnas.experiments.dex",
+                           "bitnas.experiments.fp_xint", "bitnas.experiments.nonuniform_ptq",
+                           "bitnas.experiments.vq4all"),
     "bitnas.input_transforms": ("bitnas.evaluators.dex",),
     "bitnas.exporters": ("bitnas.exporters.ai8x",),
 }

@@ -180,8 +180,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     report = module.run(out, quick=args.quick, trials=args.trials, storage_url=args.storage, log=log)
     print(module.format_report(report))
     where = f"storage {mask_url(args.storage)}" if args.storage else str(out)
-    print(f"\nwrote {out / 'report.md'} and report.json (and the front: pareto.json, .csv, .png); "
-          f"the study is in {where}")
+    front = " (and the front: pareto.json, .csv, .png)" if (out / "pareto.json").is_file() else ""
+    study = f"; the study is in {where}" if front or args.storage else ""
+    print(f"\nwrote {out / 'report.md'} and report.json{front}{study}")
     return 0
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bitnas.errors import BitnasError, SpecError
+from bitnas.plan import FLOAT_BITS
 from bitnas.registry import HARDWARE, QUANTIZERS, SPACES, STRATEGIES, TASKS
 
 SECTIONS = ("study", "space", "task", "hardware", "quantizers", "objectives", "constraints")
@@ -395,7 +396,7 @@ def _check_weight_bits(space_obj: Any, hw: Any, hw_name: str) -> None:
         if runs is None:
             continue
         for g in space_obj.all_groups():
-            bad = sorted(set(prec.w_bits_for(g)) - runs)
+            bad = sorted(set(prec.w_bits_for(g)) - runs - {FLOAT_BITS})
             if bad:
                 shown = ", ".join(str(b) for b in sorted(runs))
                 raise SpecError(f"quantizer {q} runs {shown}-bit weights, but the space offers {bad} to "

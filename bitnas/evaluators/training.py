@@ -86,7 +86,9 @@ def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
     """Train ``model`` in place with Adam and cross-entropy; deterministic given ``seed``.
 
     The same loop fine-tunes a fake-quantized model (QAT): its quantizers pass
-    gradients straight through, and spiking neurons use their surrogate gradients.
+    gradients straight through (or train their own state, ``Quantizer.trainable``: made
+    before the optimizer, annealed after each epoch), and spiking neurons use their
+    surrogate gradients.
 
     ``checkpoint``: after each epoch the model, optimizer, scheduler and RNG states are
     written there atomically, and a call that finds one resumes after its epoch, with
@@ -98,8 +100,19 @@ def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
+    for m in model.modules():  # schemes that fine-tune their own state (a soft codebook) make it now
+        if hasattr(m, "start_training"):
+            m.start_training()
+
     def optimizer() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        # a module may ask for its own rate (``lr_scale``: a soft codebook's ratio logits)
+        scaled = {id(p): m.lr_scale for m in model.modules() if hasattr(m, "lr_scale")
+                  for p in m.parameters()}
+        plain = [p for p in model.parameters() if id(p) not in scaled]
+        groups = [{"params": plain}] + [
+            {"params": [p for p in model.parameters() if scaled.get(id(p)) == k], "lr": lr * k}
+            for k in sorted(set(scaled.values()))]
+        opt = torch.optim.Adam(groups, lr=lr, weight_decay=cfg.weight_decay)
         return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
 
     opt, sched = optimizer()
@@ -126,6 +139,9 @@ def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
             loss_fn(model(train.x[idx]), train.y[idx]).backward()
             opt.step()
         sched.step()
+        for m in model.modules():  # a fine-tuning schedule (progressive freezing)
+            if hasattr(m, "anneal"):
+                m.anneal((epoch + 1) / epochs)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {
                 "epoch": epoch + 1, "epochs": epochs, "lr": lr, "seed": seed,

@@ -87,9 +87,10 @@ class Quantizer(ABC):
         """The operation the hardware runs per weight use at ``bits``."""
 
     def supported_bits(self) -> frozenset[int] | None:
-        """The weight bits this quantizer (with its options) can run; None: any of 1..16 and
-        32. The spec refuses a space that offers the quantizer other bits (a codebook of
-        2^12 codewords has at most 12-bit indices)."""
+        """The integer weight bits this quantizer (with its options) can run; None: any of
+        1..16. Float (32: the weights left unquantized) is always accepted. The spec refuses
+        a space that offers the quantizer other bits (a codebook of 2^12 codewords has at
+        most 12-bit indices)."""
         return None
 
     def quantize_layer(self, w: Tensor, bias: Tensor | None, bits: int) -> tuple[Tensor, Tensor | None]:
@@ -97,6 +98,15 @@ class Quantizer(ABC):
         bits, as the cost models store it); a scheme whose hardware quantizes the bias with
         the weights (one shift for both) overrides this."""
         return self.quantize(w, bits), bias
+
+    def trainable(self, w: Tensor, bits: int) -> Module | None:
+        """Learnable state of the layer's quantized weight for fine-tuning (QAT), made from the
+        trained float ``w``; None (the default): QAT fine-tunes the float weights through a
+        straight-through estimator. The module's ``forward()`` returns the weight to use (in
+        ``eval`` mode: the deployable one, on the scheme's grid); if it has
+        ``anneal(progress)``, the fine-tuning loop calls it after each epoch with the share
+        of epochs done (a schedule, such as progressive freezing)."""
+        return None
 
     def activation(self, bits: int) -> Module | None:
         """The fake-quant of the layer's input at ``bits`` when the scheme's hardware fixes its

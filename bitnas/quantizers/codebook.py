@@ -15,13 +15,15 @@ lookup, then a multiply-accumulate on the 16-bit value looked up.
 Building a codebook, as the paper (VQ4ALL) does: sub-vectors are sampled in equal numbers
 from every source network, a Gaussian kernel density estimate (scipy's ``gaussian_kde``,
 Scott's factor) is fitted to them, and K = 2^B codewords are drawn from it, kept in draw
-order (so any prefix of 2^b codewords is itself a sample of the KDE). Where this module
-differs from the paper: it implements the hard nearest-codeword assignment only, which is
-the post-training (PTQ) mode; the paper's soft top-n candidate assignment during fine-tuning
-is not implemented (fine-tuning goes through the hard assignment with the fake-quant
-layer's straight-through gradient). The per-row RMS normalisation (one codebook for layers
-of any scale), the nested prefixes for several index widths, and the built-in Gaussian
-codebook are this module's choices, not the paper's.
+order (so any prefix of 2^b codewords is itself a sample of the KDE). Post-training (PTQ),
+each sub-vector takes its nearest codeword (hard assignment). Fine-tuning (QAT) has two
+modes (option ``assign``): ``hard`` trains the float weights through the nearest assignment
+with a straight-through gradient; ``soft`` is the paper's: each sub-vector keeps its
+``top_n`` nearest codewords with learnable ratios, frozen progressively into hard choices
+(:class:`SoftAssignment`). Where this differs from the paper: the fine-tuning loss is the
+task loss alone (the paper adds distillation from the float model), and the per-row RMS
+normalisation (one codebook for layers of any scale), the nested prefixes for several index
+widths and the built-in Gaussian codebook are this module's choices, not the paper's.
 
 The built-in codebook (option ``path = ""``) needs no network: 2^12 codewords of dimension
 ``dim`` (4 unless given) drawn from a standard normal by a ``torch.Generator`` seeded with
@@ -304,6 +306,68 @@ def _nearest(x: Tensor, cw: Tensor, c2: Tensor) -> Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=x.device)
 
 
+class SoftAssignment(torch.nn.Module):
+    """VQ4ALL's fine-tuning mode for one weight: each sub-vector keeps its ``top_n`` nearest
+    codewords (among the first 2^b) with learnable ratios (softmax of logits, started at
+    minus the squared distance over the mean nearest distance), and the weight is their
+    ratio-weighted sum times the row's scale. ``anneal(p)`` freezes progressively: after each
+    epoch the share p of sub-vectors whose largest ratio is highest are fixed to that
+    codeword, so that at the end every sub-vector is one codeword again. In ``eval`` mode
+    the weight is always hard (each sub-vector's highest-ratio codeword), which is what is
+    stored and deployed. The codebook itself stays fixed, as in the paper."""
+
+    #: the ratios' logits are of order 1 where weights are of order 0.1: they learn at this
+    #: multiple of the fine-tuning rate (an estimate, not the paper's setting)
+    lr_scale = 100.0
+
+    def __init__(self, quantizer: CodebookQuantizer, w: Tensor, bits: int, top_n: int) -> None:
+        super().__init__()
+        quantizer._check(bits)
+        d = quantizer.book.dim
+        flat = _rows(w.detach()).float()
+        rows, n = flat.shape
+        m = math.ceil(n / d)
+        scale = flat.pow(2).mean(dim=1).sqrt()
+        x = torch.nn.functional.pad(flat / scale.clamp_min(1e-30).unsqueeze(1), (0, m * d - n))
+        x = x.reshape(rows * m, d)
+        cw = quantizer.book.tensor[: 2**bits].float()
+        mask = torch.ones(m * d)
+        mask[n:] = 0  # each row's padded tail does not count in the distance
+        mask = mask.reshape(m, d).repeat(rows, 1)
+        dist = ((x.unsqueeze(1) - cw.unsqueeze(0)) ** 2 * mask.unsqueeze(1)).sum(-1)  # [N, K]
+        top = min(top_n, cw.shape[0])
+        near, idx = dist.topk(top, dim=1, largest=False)
+        self.shape, self.n, self.dim = tuple(w.shape), n, d
+        self.register_buffer("codewords", cw)
+        self.register_buffer("candidates", idx)
+        self.register_buffer("scale", scale)
+        self.register_buffer("frozen", torch.zeros(len(idx), dtype=torch.bool))
+        self.logits = torch.nn.Parameter(-near / near[:, 0].mean().clamp_min(1e-12))
+
+    def ratios(self) -> Tensor:
+        soft = torch.softmax(self.logits, dim=1)
+        hard = torch.nn.functional.one_hot(self.logits.argmax(dim=1), soft.shape[1]).to(soft.dtype)
+        keep = self.frozen.unsqueeze(1) if self.training else torch.ones_like(self.frozen).unsqueeze(1)
+        return torch.where(keep, hard, soft)
+
+    def indices(self) -> Tensor:
+        """The hard assignment: each sub-vector's codeword index."""
+        return self.candidates.gather(1, self.logits.argmax(dim=1, keepdim=True)).squeeze(1)
+
+    def forward(self) -> Tensor:
+        vals = (self.ratios().unsqueeze(-1) * self.codewords[self.candidates]).sum(1)  # [N, d]
+        rows = self.scale.shape[0]
+        vals = vals.reshape(rows, -1)[:, : self.n] * self.scale.unsqueeze(1)
+        return vals.reshape(self.shape)
+
+    @torch.no_grad()
+    def anneal(self, progress: float) -> None:
+        confidence = torch.softmax(self.logits, dim=1).amax(dim=1)
+        target = min(len(confidence), math.ceil(progress * len(confidence) - 1e-9))
+        order = torch.argsort(confidence, descending=True, stable=True)
+        self.frozen[order[:target]] = True
+
+
 @dataclass(frozen=True)
 class CodebookConfig:
     """Options of the codebook quantizer."""
@@ -316,6 +380,12 @@ class CodebookConfig:
     scale_bits: int = 32
     #: the seed of the built-in codebook (a file's codewords are fixed)
     seed: int = 0
+    #: how QAT fine-tunes the assignment: "hard" (the float weights, straight through the
+    #: nearest codeword) or "soft" (VQ4ALL: learnable ratios over each sub-vector's top_n
+    #: nearest codewords, frozen progressively); PTQ is always the hard nearest assignment
+    assign: str = "hard"
+    #: candidates per sub-vector in soft mode
+    top_n: int = 8
 
     def __post_init__(self) -> None:
         if self.dim < 0:
@@ -324,6 +394,10 @@ class CodebookConfig:
             raise BitnasError(f"scale_bits must be 1..32, got {self.scale_bits}")
         if self.seed < 0:
             raise BitnasError(f"seed must be non-negative, got {self.seed}")
+        if self.assign not in ("hard", "soft"):
+            raise BitnasError(f"assign must be 'hard' or 'soft', got {self.assign!r}")
+        if not 1 <= self.top_n <= 64:
+            raise BitnasError(f"top_n must be 1..64, got {self.top_n}")
         if self.path and self.seed:
             raise BitnasError("option seed applies to the built-in codebook only; drop it, or drop path")
 
@@ -375,6 +449,12 @@ class CodebookQuantizer(Quantizer):
         if bits >= FLOAT_BITS:
             return Compute(ComputeKind.MULTIPLY)
         return Compute(ComputeKind.LOOKUP, operand_bits=CODEWORD_BITS)
+
+    def trainable(self, w: Tensor, bits: int) -> torch.nn.Module | None:
+        """In soft mode, VQ4ALL's learnable top-n ratios (:class:`SoftAssignment`)."""
+        if self.config.assign != "soft" or bits >= FLOAT_BITS:
+            return None
+        return SoftAssignment(self, w, bits, self.config.top_n)
 
     def encode(self, w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
         """(indices [rows, ceil(row_len / d)] into the first 2^bits codewords, the rows' RMS

@@ -43,6 +43,8 @@ class FakeQuantLayer(nn.Module):
         self.lqs = [lq for _, lq in parts]
         self.weight_quantizers = [QUANTIZERS.create(lq.quantizer, **lq.options) for lq in self.lqs]
         self._cache: dict[int, tuple[tuple, tuple[Tensor, Tensor | None]]] = {}
+        #: part index -> the scheme's learnable weight state, once fine-tuning starts
+        self.trained = nn.ModuleDict()
         self.acts = nn.ModuleList(q.activation(lq.a_bits) or ActivationQuantizer(lq.a_bits)
                                   for q, lq in zip(self.weight_quantizers, self.lqs, strict=True))
 
@@ -59,7 +61,7 @@ class FakeQuantLayer(nn.Module):
 
         Without gradients (evaluation) the result is kept until the weights change, so a
         scheme that fits levels or searches a codebook runs once, not once a batch."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or str(part) in self.trained:
             return self._quantized(part)
         key = tuple((t.data_ptr(), t._version) for t in (self.layer.weight, self.layer.bias)
                     if t is not None)
@@ -68,8 +70,24 @@ class FakeQuantLayer(nn.Module):
             hit = self._cache[part] = (key, self._quantized(part))
         return hit[1]
 
+    def start_training(self) -> None:
+        """Before fine-tuning: each part whose scheme keeps learnable state of its quantized
+        weight (``Quantizer.trainable``) gets it, made from the current float weight."""
+        for part, q in enumerate(self.weight_quantizers):
+            if str(part) not in self.trained:
+                rows = self.parts[part]
+                w = self.layer.weight if rows is None else self.layer.weight[rows]
+                module = q.trainable(w.detach(), self.lqs[part].w_bits)
+                if module is not None:
+                    self.trained[str(part)] = module
+
     def _quantized(self, part: int) -> tuple[Tensor, Tensor | None]:
         rows = self.parts[part]
+        if str(part) in self.trained:  # the scheme's own learnable weight (QAT, then deployed)
+            bias = self.layer.bias
+            if bias is not None and rows is not None:
+                bias = bias[rows]
+            return self.trained[str(part)](), bias
         w = self.layer.weight if rows is None else self.layer.weight[rows]
         bias = self.layer.bias
         if bias is not None and rows is not None:

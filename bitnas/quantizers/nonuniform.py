@@ -106,8 +106,8 @@ class NonUniformQuantizer(Quantizer):
     name = "nonuniform"
 
     def supported_bits(self) -> frozenset[int]:
-        """1..8-bit indices (a table of at most 256 levels), or float."""
-        return frozenset({*range(1, MAX_INDEX_BITS + 1), FLOAT_BITS})
+        """1..8-bit indices: a table of at most 256 levels."""
+        return frozenset(range(1, MAX_INDEX_BITS + 1))
 
     def levels(self, w: Tensor, bits: int) -> Tensor:
         """The layer's table: 2^b sorted levels, on the level_bits grid."""

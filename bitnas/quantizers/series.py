@@ -30,7 +30,7 @@ from bitnas.accounting import Compute, ComputeKind, Storage
 from bitnas.errors import BitnasError
 from bitnas.plan import FLOAT_BITS
 from bitnas.quantizers.base import Quantizer, channels, numel
-from bitnas.quantizers.uniform import ActivationQuantizer, UniformQuantizer, _per_channel
+from bitnas.quantizers.uniform import CLIP_RATIOS, ActivationQuantizer, UniformQuantizer
 from bitnas.registry import QUANTIZERS
 
 MAX_TERMS = 8
@@ -60,11 +60,12 @@ def expand(w: Tensor, bits: int, terms: int) -> list[Tensor]:
     """The k terms W_1..W_k of ``w``'s residual expansion (each dequantized).
 
     One term is the ``uniform`` quantizer's (MSE-clipped, restricted symmetric codes).
-    With more, the first term is max-scaled (step s = max|w| / (2^(b-1) - 1) per channel:
-    nothing clipped, so every residual lies within +-s/2) and term i takes the full
-    signed b-bit codes [-2^(b-1), 2^(b-1) - 1] at step s / (2^b - 1)^(i-1): its error is at
-    most half a step, 1/(2^b - 1) of the term before's. At 1 bit every term is binary,
-    sign(R) times the channel's mean |R|.
+    With more, the first term has restricted symmetric codes at step s, and term i takes
+    the full signed b-bit codes [-2^(b-1), 2^(b-1) - 1] at step s / (2^b - 1)^(i-1): for an
+    unclipped weight (|w| <= s (2^(b-1) - 1)) each term's error is at most half its step,
+    1/(2^b - 1) of the term before's. Each channel's s is the fraction of max|w| / (2^(b-1) - 1)
+    (from the same grid ``uniform`` searches) whose whole k-term expansion has the least
+    squared error. At 1 bit every term is binary, sign(R) times the channel's mean |R|.
     """
     w = w.detach()
     if terms == 1 or bits == 1:
@@ -75,12 +76,26 @@ def expand(w: Tensor, bits: int, terms: int) -> list[Tensor]:
         return out
     flat = w.reshape(w.shape[0], -1)
     qmax = 2 ** (bits - 1) - 1
-    step = _per_channel((flat.abs().amax(dim=1) / qmax).clamp_min(1e-30), w)
-    out = [torch.clamp(torch.round(w / step), -qmax, qmax) * step]
+    # candidate first steps [R, C, 1]: fractions of max|w|; each channel keeps the one whose
+    # whole expansion errs least (clipping the first term leaves outliers the later terms
+    # may not reach: the trade-off is measured, not assumed)
+    top = (flat.abs().amax(dim=1) / qmax).clamp_min(1e-30)
+    steps = (CLIP_RATIOS.to(flat.dtype).view(-1, 1) * top).unsqueeze(-1)
+    terms_r = _terms(flat.unsqueeze(0), steps, bits, terms)
+    err = ((torch.stack(terms_r).sum(0) - flat) ** 2).sum(-1)  # [R, C]
+    best = err.argmin(dim=0)
+    rows = torch.arange(flat.shape[0])
+    return [t[best, rows].reshape(w.shape) for t in terms_r]
+
+
+def _terms(flat: Tensor, step: Tensor, bits: int, terms: int) -> list[Tensor]:
+    """The k dequantized terms of ``flat`` from first steps ``step`` (broadcast)."""
+    qmax = 2 ** (bits - 1) - 1
+    out = [torch.clamp(torch.round(flat / step), -qmax, qmax) * step]
     approx = out[0]
     for _ in range(terms - 1):
         step = step / (2 ** bits - 1)
-        out.append(torch.clamp(torch.round((w - approx) / step), -(qmax + 1), qmax) * step)
+        out.append(torch.clamp(torch.round((flat - approx) / step), -(qmax + 1), qmax) * step)
         approx = approx + out[-1]
     return out
 
@@ -112,8 +127,8 @@ class SeriesQuantizer(Quantizer):
     name = "series"
 
     def supported_bits(self) -> frozenset[int]:
-        """1..8 bits a term: k wider terms, or float ones, expand nothing a single term at
-        k times the bits (or the float weight, one pass) would not hold."""
+        """1..8 bits a term: k wider terms expand nothing a single term at k times the bits
+        would not hold."""
         return frozenset(range(1, 9))
 
     def quantize(self, w: Tensor, bits: int) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bitnas.errors import BitnasError
-from bitnas.plan import Candidate, LayerQuant, check_bits
+from bitnas.plan import FLOAT_BITS, Candidate, LayerQuant, check_bits
 from bitnas.registry import QUANTIZERS
 
 #: the precision knobs every group has (options searched per group come on top)
@@ -146,7 +146,7 @@ class PrecisionChoices:
                 options = tuple(zip(keys, combo, strict=True))
                 runs = QUANTIZERS.create(q, **dict(options)).supported_bits()
                 out.extend(WeightChoice(b, q, options) for b in self.w_bits_for(group)
-                           if runs is None or b in runs)
+                           if runs is None or b in runs or b == FLOAT_BITS)
         return out
 
     def suggest(self, trial: optuna.trial.BaseTrial, group: str) -> LayerQuant:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -266,3 +267,60 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, sources, capsys,
     before = sorted(p.name for p in tmp_path.iterdir())
     _one_line_error(capsys, ["codebook", "build", *argv], fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_soft_assignment_fine_tunes_ratios_and_freezes_progressively():
+    from bitnas.quantizers.codebook import SoftAssignment
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 10)
+    q = QUANTIZERS.create("codebook", assign="soft", top_n=4)
+    soft = q.trainable(w, 6)
+    assert isinstance(soft, SoftAssignment)
+    # hard at eval: exactly the nearest codewords of PTQ, before any training
+    soft.eval()
+    assert torch.allclose(soft(), q.quantize(w, 6), atol=1e-6)
+    soft.train()
+    target = torch.randn(6, 10)
+    opt = torch.optim.Adam(soft.parameters(), lr=0.1)
+    before = float(((soft() - target) ** 2).sum().detach())
+    for _ in range(50):
+        opt.zero_grad()
+        ((soft() - target) ** 2).sum().backward()
+        opt.step()
+    assert float(((soft() - target) ** 2).sum().detach()) < before  # the ratios learn
+    soft.anneal(0.5)
+    assert int(soft.frozen.sum()) == math.ceil(0.5 * len(soft.frozen))
+    soft.anneal(1.0)
+    assert bool(soft.frozen.all())
+    hard = soft()  # all frozen: one codeword a sub-vector, in training mode too
+    soft.eval()
+    assert torch.equal(hard, soft())
+    assert QUANTIZERS.create("codebook").trainable(w, 6) is None  # hard mode: straight through
+
+
+def test_soft_mode_runs_through_qat(trained_digits_model):
+    from bitnas.evaluators import TrainConfig, train_fp
+    from bitnas.plan import LayerQuant, QuantPlan
+    from bitnas.quantizers import fake_quant_layers, fake_quantize
+
+    model, groups, data = trained_digits_model
+    plan = QuantPlan({g: LayerQuant(4, 8, "codebook", options={"assign": "soft"}) for g in groups})
+    qmodel = fake_quantize(model, plan, groups)
+    for layer in fake_quant_layers(qmodel):
+        for act in layer.acts:
+            act.observing = True
+    qmodel(data.train.x[:64])
+    for layer in fake_quant_layers(qmodel):
+        for act in layer.acts:
+            act.observing = False
+    train_fp(qmodel, data.train, TrainConfig(epochs=2, lr=0.01), 0)
+    layers = fake_quant_layers(qmodel)
+    assert all("0" in layer.trained and bool(layer.trained["0"].frozen.all()) for layer in layers)
+    with torch.no_grad():  # deployed: every weight is scale x one codeword
+        w, _ = layers[0].quantized()
+        soft = layers[0].trained["0"]
+        idx = soft.indices()
+        rows = soft.scale.shape[0]
+        expect = soft.codewords[idx].reshape(rows, -1)[:, : soft.n] * soft.scale.unsqueeze(1)
+        assert torch.allclose(w, expect.reshape(w.shape))
