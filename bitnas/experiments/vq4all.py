@@ -104,16 +104,26 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
                 f"(test {row['test_accuracy']:.3f}), {int(row['weight_bytes']):,} B "
                 f"({row['compression']:.1f}x)")
         networks.append({"network": label, "rows": rows, "subvectors": available[label]})
-    top = f"codebook{max(index_bits)}"  # after PTQ
     fp_total = sum(n["rows"][0]["weight_bytes"] for n in networks)
-    coded = sum(next(r for r in n["rows"] if r["label"] == top)["weight_bytes"] for n in networks)
     rom = book.rom_bits // 8
+    totals = []
+    for b in index_bits:  # after PTQ, all three networks at b-bit indices, the codebook once
+        rows_b = [next(r for r in n["rows"] if r["label"] == f"codebook{b}") for n in networks]
+        coded_b = sum(r["weight_bytes"] for r in rows_b)
+        totals.append({"index_bits": b, "bits_per_weight": b / DIM, "bytes": coded_b,
+                       "compression_without_rom": fp_total / coded_b,
+                       "compression_with_rom": fp_total / (coded_b + rom),
+                       "accuracy_drop_points": [100 * (n["rows"][0]["accuracy"] - r["accuracy"])
+                                                for n, r in zip(networks, rows_b, strict=True)]})
+    top = f"codebook{max(index_bits)}"
+    coded = totals[-1]["bytes"]
     report = {"experiment": NAME, "quick": quick, "paper": PAPER, "networks": networks,
               "codebook": {"file": str(path), "codewords": book.size, "dim": book.dim,
                            "rom_bytes": rom, "per_source": per_source, "bandwidth": book.bandwidth},
               "total": {"fp_bytes": fp_total, "index_bytes": coded, "rom_bytes": rom,
                         "compression_without_rom": fp_total / coded,
                         "compression_with_rom": fp_total / (coded + rom), "at": top},
+              "totals": totals,
               "this_run_wall_s": time.perf_counter() - start}
     write_report(out_dir, report, format_report(report))
     return report
@@ -129,6 +139,14 @@ def format_report(r: dict[str, Any]) -> str:
              "| | paper | bitnas, three networks |", "|---|---|---|",
              f"| compression | {r['paper']['note']} | {t['compression_without_rom']:.1f}x without the "
              f"codebook, {t['compression_with_rom']:.1f}x with it counted once ({t['at']}) |"]
+    lines += ["", "## All three networks after PTQ, the codebook counted once", "",
+              "| index bits | bits a weight | bytes (FP: " + f"{t['fp_bytes']:,.0f}) | compression | "
+              "with the codebook | accuracy drop, points (" + ", ".join(n["network"] for n in r["networks"])
+              + ") |", "|---|---|---|---|---|---|"]
+    for x in r.get("totals", []):
+        lines.append(f"| {x['index_bits']} | {x['bits_per_weight']:g} | {x['bytes']:,.0f} | "
+                     f"{x['compression_without_rom']:.1f}x | {x['compression_with_rom']:.1f}x | "
+                     + ", ".join(f"{d:+.1f}" for d in x["accuracy_drop_points"]) + " |")
     for n in r["networks"]:
         lines += ["", f"## {n['network']} ({n['subvectors']:,} sub-vectors)", "",
                   "| weights | bits a weight | accuracy | test | weight B | compression |",

@@ -3,10 +3,13 @@ searched) and codebook, side by side in one model, under the ILP warm start."""
 
 from __future__ import annotations
 
+import pytest
+
 from bitnas.search.rebuild import rebuild_trial
 from bitnas.search.study import run_search
 from bitnas.spec import load_spec
 from tests.conftest import write_spec
+from tests.e2e.test_cli_errors import _one_line_error
 
 SCHEMES = """
 [quantizers.series]
@@ -38,3 +41,28 @@ def test_a_study_mixes_schemes_per_group_and_rebuilds_them(tmp_path):
                                            t.user_attrs["candidate"]["plan"].values()}) > 1)
     again = rebuild_trial(result.study, load_spec(spec_path), trial.number, tmp_path / "run" / "fp_cache")
     assert again["metrics"]["accuracy"] == again["stored_metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    ('\n[quantizers.codebook]\npath = "missing.npz"\n', ("missing.npz", "bitnas codebook build")),
+    ('\n[quantizers.codebook]\npath = "d4.npz"\ndim = 8\n', ("holds 4-dim codewords", "dim = 8")),
+    ('\n[quantizers.series]\nterms = [0, 2]\n', ("terms must be 1..8",)),
+])
+def test_a_bad_scheme_option_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch, extra,
+                                                              fragments):
+    from bitnas.quantizers.codebook import builtin_codebook, save_codebook
+
+    monkeypatch.chdir(tmp_path)
+    save_codebook(builtin_codebook(dim=4), tmp_path / "d4.npz")
+    spec = write_spec(tmp_path / "bad.toml", extra=extra)
+    spec.write_text(spec.read_text().replace(
+        'w_bits = [2, 4, 8]', 'w_bits = [2, 4, 8]\nquantizers = ["uniform", "series", "codebook"]'))
+    _one_line_error(capsys, ["search", str(spec), "--out", str(tmp_path / "run")], *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bits_a_scheme_cannot_run_are_refused_naming_the_group(tmp_path, capsys):
+    spec = write_spec(tmp_path / "bad.toml")
+    spec.write_text(spec.read_text().replace(
+        'w_bits = [2, 4, 8]', 'w_bits = [2, 4, 16]\nquantizers = ["uniform", "nonuniform"]'))
+    _one_line_error(capsys, ["search", str(spec)], "quantizer nonuniform runs 1, 2", "[16]", "layer group")
