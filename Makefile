@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bitnas-installed
 
-.PHONY: demo test test-slow lint bench bench-costs bench-workers bench-fidelity clean
+.PHONY: demo test test-slow lint bench bench-costs bench-schemes bench-workers bench-fidelity clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bitnas needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-costs: $(STAMP)
 	$(BIN)/python benchmarks/bench_cost_models.py
+
+bench-schemes: $(STAMP)
+	$(BIN)/python benchmarks/bench_schemes.py
 
 bench-workers: $(STAMP)
 	$(BIN)/python benchmarks/bench_workers.py
