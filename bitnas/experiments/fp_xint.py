@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
-from bitnas.experiments.schemes import measure, pct, write_report
+from bitnas.experiments.schemes import measure, pct, took, write_report
 from bitnas.registry import EXPERIMENTS
 from bitnas.search.context import SearchContext
 from bitnas.spaces.base import WeightChoice
@@ -77,7 +77,7 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
 def format_report(r: dict[str, Any]) -> str:
     p = r["paper"]
     lines = [f"# {NAME}: plain uniform PTQ against FP=xINT series expansion", "",
-             f"This run took {r['this_run_wall_s'] / 60:.1f} min{' (--quick)' if r['quick'] else ''}.", "",
+             took(r), "",
              f"Paper: {p['model']}, {p['bits']}-bit series expansion {pct(p['accuracy'])} against FP "
              f"{pct(p['fp_accuracy'])} ({100 * (p['accuracy'] - p['fp_accuracy']):+.2f} points)."]
     for t in r["tasks"]:

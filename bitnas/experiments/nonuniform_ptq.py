@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
-from bitnas.experiments.schemes import measure, pct, write_report
+from bitnas.experiments.schemes import measure, pct, took, write_report
 from bitnas.registry import EXPERIMENTS
 from bitnas.search.context import SearchContext
 from bitnas.spaces.base import WeightChoice
@@ -60,7 +60,7 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
 def format_report(r: dict[str, Any]) -> str:
     groups = r["groups"]
     lines = [f"# {NAME}: uniform against non-uniform post-training weight quantization (CNN, digits)", "",
-             f"This run took {r['this_run_wall_s'] / 60:.1f} min{' (--quick)' if r['quick'] else ''}. "
+             took(r) + " "
              f"FP model: {pct(r['fp_accuracy'])} (test {pct(r['fp_test_accuracy'])}); "
              "activations 8 bits.", "",
              "| bits | scheme | accuracy | test | " + " | ".join(f"SQNR {g} dB" for g in groups)

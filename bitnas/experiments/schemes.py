@@ -90,5 +90,10 @@ def write_report(out_dir: Path, report: dict[str, Any], text: str) -> None:
     atomic_write(out_dir / "report.md", lambda p: p.write_text(text + "\n"))
 
 
+def took(r: dict[str, Any]) -> str:
+    """"This run took N min" of a report (with ``this_run_wall_s`` and ``quick``)."""
+    return f"This run took {r['this_run_wall_s'] / 60:.1f} min{' (--quick)' if r['quick'] else ''}."
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
-from bitnas.experiments.schemes import candidate, measure, pct, write_report
+from bitnas.experiments.schemes import candidate, measure, pct, took, write_report
 from bitnas.quantizers.codebook import build_codebook, save_codebook, sub_vectors, weight_tensors
 from bitnas.registry import EXPERIMENTS
 from bitnas.search.context import SearchContext
@@ -132,7 +132,7 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
 def format_report(r: dict[str, Any]) -> str:
     cb, t = r["codebook"], r["total"]
     lines = [f"# {NAME}: one codebook for three networks", "",
-             f"This run took {r['this_run_wall_s'] / 60:.1f} min{' (--quick)' if r['quick'] else ''}. "
+             took(r) + " "
              f"Codebook: {cb['codewords']} codewords of d = {cb['dim']} (float16), {cb['rom_bytes']:,} bytes "
              f"of ROM, drawn from a Gaussian KDE (factor {cb['bandwidth']:.3f}) of {cb['per_source']:,} "
              "sub-vectors of each network.", "",
