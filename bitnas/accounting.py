@@ -62,6 +62,11 @@ class Compute:
             raise BitnasError(f"compute passes ({self.passes}) must count every weight term times "
                               f"each of the {self.act_terms} activation terms")
 
+    def on_spikes(self) -> Compute:
+        """The compute on a 0/1 (spike) input: its activation terms are the spike itself, so
+        only the weight terms' passes remain."""
+        return Compute(self.kind, self.passes // self.act_terms, self.operand_bits)
+
     def operand(self, w_bits: int) -> int:
         """The multiplier's weight operand width for a ``w_bits`` code."""
         return w_bits if self.operand_bits is None else self.operand_bits

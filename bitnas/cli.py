@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -203,6 +204,11 @@ def cmd_codebook(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise BitnasError(f"--out {out} is a directory; pass a file name such as {out / 'codebook.npz'}")
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise BitnasError(f"--out {out} exists and is not a regular file; pass a new file name")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise BitnasError(f"--out {out}: cannot write in {parent}; pass a file in a writable folder")
     book = build_codebook(load_sources(args.sources), dim=args.dim, bits=args.bits,
                           per_source=args.per_source, seed=args.seed, log=print)
     save_codebook(book, out)

@@ -375,11 +375,6 @@ def _metric_bound(name: str, value: Any, direction: str) -> MetricBound:
     return MetricBound(name, direction, **{k: float(v) for k, v in value.items()})
 
 
-def _fixed_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """A quantizer's options with each searched list at its first value (for its checks)."""
-    return {k: v[0] if isinstance(v, list | tuple) else v for k, v in options.items()}
-
-
 def _check_weight_bits(space_obj: Any, hw: Any, hw_name: str) -> None:
     """Refuse weight (and activation) bits the hardware cannot run, naming the group and the bits."""
     acts = getattr(hw, "supported_act_bits", None)
@@ -392,16 +387,18 @@ def _check_weight_bits(space_obj: Any, hw: Any, hw_name: str) -> None:
                 f"{sorted(acts)} or choose another hardware model")
     prec = space_obj.precision
     for q in prec.quantizers:
-        runs = QUANTIZERS.create(q, **_fixed_options(prec.options.get(q, {}))).supported_bits()
-        if runs is None:
-            continue
-        for g in space_obj.all_groups():
-            bad = sorted(set(prec.w_bits_for(g)) - runs - {FLOAT_BITS})
-            if bad:
-                shown = ", ".join(str(b) for b in sorted(runs))
-                raise SpecError(f"quantizer {q} runs {shown}-bit weights, but the space offers {bad} to "
-                                f"layer group {g}; drop them from space.w_bits or the quantizer from "
-                                "space.quantizers")
+        for combo in prec.option_combos(q):  # every combination a group may take, made once
+            runs = QUANTIZERS.create(q, **dict(combo)).supported_bits()
+            if runs is None:
+                continue
+            for g in space_obj.all_groups():
+                bad = sorted(set(prec.w_bits_for(g)) - runs - {FLOAT_BITS})
+                if bad:
+                    shown = ", ".join(str(b) for b in sorted(runs))
+                    with_opts = f" with {', '.join(f'{k} = {v!r}' for k, v in combo)}" if combo else ""
+                    raise SpecError(f"quantizer {q}{with_opts} runs {shown}-bit weights, but the space "
+                                    f"offers {bad} to layer group {g}; drop them from space.w_bits or the "
+                                    "quantizer from space.quantizers")
     supported = hw.supported_weight_bits
     if supported is None:
         return

@@ -60,9 +60,12 @@ class Task(ABC):
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
-    """Top-1 class of each input."""
+    """Top-1 class of each input (a fake-quantized model quantizes its weights once)."""
+    from bitnas.quantizers.fakequant import weights_fixed
+
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
+    with weights_fixed(model):
+        return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
 
 
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:

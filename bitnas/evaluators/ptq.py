@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bitnas.plan import QuantPlan
-from bitnas.quantizers import fake_quant_layers, fake_quantize
+from bitnas.quantizers import fake_quant_layers, fake_quantize, weights_fixed
 
 
 @torch.no_grad()
@@ -18,8 +18,9 @@ def calibrate(qmodel: nn.Module, batches: list[Tensor]) -> nn.Module:
     for a in acts:
         a.observing = True
     qmodel.eval()
-    for x in batches:
-        qmodel(x)
+    with weights_fixed(qmodel):
+        for x in batches:
+            qmodel(x)
     for a in acts:
         a.observing = False
     return qmodel

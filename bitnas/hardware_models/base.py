@@ -262,11 +262,16 @@ class HardwareModel(ABC):
                     f"{self.name or type(self).__name__} cannot run")
         return ""
 
+    @property
+    def scheme_key(self) -> str:
+        """The violation a scheme the target cannot run breaks: ``<name>_scheme``."""
+        return f"{self.name or type(self).__name__}_scheme"
+
     def scheme_violations(self, workload: Sequence[LayerWorkload], plan: QuantPlan
                           ) -> tuple[dict[str, float], dict[str, str]]:
         """The violation ``<name>_scheme`` (the share of weighted layers whose scheme the target
         cannot run; 0 when all can) and its reason, naming the first such layer."""
-        key = f"{self.name or type(self).__name__}_scheme"
+        key = self.scheme_key
         weighted = [w for w in workload if w.weighted and not w.folded]
         issues = [(w, issue) for w in weighted
                   if (issue := self.scheme_issue(w, plan[w.group or w.name]))]

@@ -99,8 +99,8 @@ class Loihi(HardwareModel):
             passes = 1
             if w.weighted:
                 # a synaptic op adds an integer weight, multiply and shift alike; each pass of a
-                # multi-pass scheme delivers the spike again
-                passes = self.compute_of(lq).passes
+                # multi-pass scheme delivers the spike again (a spike is its own activation terms)
+                passes = self.compute_of(lq).on_spikes().passes
                 max_w_bits = max(max_w_bits, lq.w_bits)
             elif w.kind == "norm" and not w.folded:
                 raise refuse_kind(self, w, OP_KINDS - {"norm"},

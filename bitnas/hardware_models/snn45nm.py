@@ -122,7 +122,8 @@ class SNN45nm(HardwareModel):
             compute = self.compute_of(lq)
             if w.in_spike_rate is None:
                 return dense, self.mac_pj(lq.w_bits, a, w.fan_in, compute), compute.passes
-            return measured, self.ac_pj(lq.w_bits, w.fan_in, compute), compute.passes
+            spikes = compute.on_spikes()
+            return measured, self.ac_pj(lq.w_bits, w.fan_in, spikes), spikes.passes
         if w.kind == "matmul":  # the other operand is an activation: a bits stand in for w
             if w.in_spike_rate is None:
                 return dense, self.mac_pj(a, a, w.fan_in, MULTIPLY), 1

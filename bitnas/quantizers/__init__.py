@@ -1,7 +1,7 @@
 """How tensors become low-bit: weight schemes (registered) and fake-quant wrappers."""
 
 from bitnas.quantizers.base import NoOptions, Quantizer, make_config
-from bitnas.quantizers.fakequant import FakeQuantLayer, fake_quant_layers, fake_quantize
+from bitnas.quantizers.fakequant import FakeQuantLayer, fake_quant_layers, fake_quantize, weights_fixed
 from bitnas.quantizers.pot import PowerOfTwoQuantizer
 from bitnas.quantizers.uniform import ActivationQuantizer, UniformQuantizer
 
@@ -15,4 +15,5 @@ __all__ = [
     "fake_quant_layers",
     "fake_quantize",
     "make_config",
+    "weights_fixed",
 ]

@@ -105,7 +105,8 @@ class Quantizer(ABC):
         straight-through estimator. The module's ``forward()`` returns the weight to use (in
         ``eval`` mode: the deployable one, on the scheme's grid); if it has
         ``anneal(progress)``, the fine-tuning loop calls it after each epoch with the share
-        of epochs done (a schedule, such as progressive freezing)."""
+        of epochs done (a schedule, such as progressive freezing); if it has ``lr_scale``, its
+        parameters learn at that multiple of the fine-tuning rate."""
         return None
 
     def activation(self, bits: int) -> Module | None:

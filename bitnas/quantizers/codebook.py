@@ -63,6 +63,8 @@ BUILTIN_DIM = 4
 MAX_BITS = 16
 #: bits of one stored codeword element (float16)
 CODEWORD_BITS = 16
+#: the widest codeword (a sub-vector of 64 weights)
+MAX_DIM = 64
 _KEYS = ("codewords", "dim", "sources", "samples_per_source", "seed", "bandwidth")
 _REBUILD = "rebuild it with `bitnas codebook build SOURCE ... --out FILE`"
 
@@ -229,8 +231,8 @@ def build_codebook(state_dicts: Mapping[str, Mapping[str, Tensor]], *, dim: int 
 
     if not 1 <= bits <= MAX_BITS:
         raise BitnasError(f"codebook bits must be 1..{MAX_BITS}, got {bits}")
-    if dim < 1:
-        raise BitnasError(f"codebook dim must be at least 1, got {dim}")
+    if not 1 <= dim <= MAX_DIM:
+        raise BitnasError(f"codebook dim must be 1..{MAX_DIM}, got {dim}")
     if per_source < 1:
         raise BitnasError(f"samples per source must be at least 1, got {per_source}")
     if seed < 0:
@@ -331,28 +333,46 @@ class SoftAssignment(torch.nn.Module):
         x = torch.nn.functional.pad(flat / scale.clamp_min(1e-30).unsqueeze(1), (0, m * d - n))
         x = x.reshape(rows * m, d)
         cw = quantizer.book.tensor[: 2**bits].float()
-        mask = torch.ones(m * d)
-        mask[n:] = 0  # each row's padded tail does not count in the distance
-        mask = mask.reshape(m, d).repeat(rows, 1)
-        dist = ((x.unsqueeze(1) - cw.unsqueeze(0)) ** 2 * mask.unsqueeze(1)).sum(-1)  # [N, K]
         top = min(top_n, cw.shape[0])
-        near, idx = dist.topk(top, dim=1, largest=False)
+        # squared distances over each sub-vector's real positions (a row's padded tail is 0 in x,
+        # and its codewords' norms are taken over the real positions only), in chunks
+        real = n - (m - 1) * d
+        tail = torch.zeros(rows, m, dtype=torch.bool)
+        tail[:, -1] = real < d
+        tail = tail.reshape(-1)
+        c2, c2_tail = cw.pow(2).sum(dim=1), cw[:, :real].pow(2).sum(dim=1)
+        step = max(1, 2**22 // cw.shape[0])
+        nears, idxs = [], []
+        for i in range(0, len(x), step):
+            xi = x[i:i + step]
+            c2i = torch.where(tail[i:i + step].unsqueeze(1), c2_tail, c2)
+            dist = (xi.pow(2).sum(dim=1, keepdim=True) + c2i - 2 * xi @ cw.T).clamp_min(0)
+            near, idx = dist.topk(top, dim=1, largest=False)
+            nears.append(near)
+            idxs.append(idx)
+        near, idx = torch.cat(nears), torch.cat(idxs)
         self.shape, self.n, self.dim = tuple(w.shape), n, d
         self.register_buffer("codewords", cw)
         self.register_buffer("candidates", idx)
         self.register_buffer("scale", scale)
         self.register_buffer("frozen", torch.zeros(len(idx), dtype=torch.bool))
+        #: the candidate each frozen sub-vector was fixed to (its logits no longer decide it)
+        self.register_buffer("choice", torch.zeros(len(idx), dtype=torch.long))
         self.logits = torch.nn.Parameter(-near / near[:, 0].mean().clamp_min(1e-12))
 
+    def _picked(self) -> Tensor:
+        """Each sub-vector's hard candidate: its frozen choice, else its highest ratio."""
+        return torch.where(self.frozen, self.choice, self.logits.argmax(dim=1))
+
     def ratios(self) -> Tensor:
-        soft = torch.softmax(self.logits, dim=1)
-        hard = torch.nn.functional.one_hot(self.logits.argmax(dim=1), soft.shape[1]).to(soft.dtype)
-        keep = self.frozen.unsqueeze(1) if self.training else torch.ones_like(self.frozen).unsqueeze(1)
-        return torch.where(keep, hard, soft)
+        hard = torch.nn.functional.one_hot(self._picked(), self.logits.shape[1]).to(self.logits.dtype)
+        if not self.training:
+            return hard
+        return torch.where(self.frozen.unsqueeze(1), hard, torch.softmax(self.logits, dim=1))
 
     def indices(self) -> Tensor:
         """The hard assignment: each sub-vector's codeword index."""
-        return self.candidates.gather(1, self.logits.argmax(dim=1, keepdim=True)).squeeze(1)
+        return self.candidates.gather(1, self._picked().unsqueeze(1)).squeeze(1)
 
     def forward(self) -> Tensor:
         vals = (self.ratios().unsqueeze(-1) * self.codewords[self.candidates]).sum(1)  # [N, d]
@@ -362,10 +382,13 @@ class SoftAssignment(torch.nn.Module):
 
     @torch.no_grad()
     def anneal(self, progress: float) -> None:
-        confidence = torch.softmax(self.logits, dim=1).amax(dim=1)
+        """Freeze the most confident sub-vectors until ``progress`` of them are frozen."""
+        confidence = torch.softmax(self.logits, dim=1).amax(dim=1).masked_fill(self.frozen, float("inf"))
         target = min(len(confidence), math.ceil(progress * len(confidence) - 1e-9))
-        order = torch.argsort(confidence, descending=True, stable=True)
-        self.frozen[order[:target]] = True
+        order = torch.argsort(confidence, descending=True, stable=True)[:target]
+        newly = order[~self.frozen[order]]
+        self.choice[newly] = self.logits[newly].argmax(dim=1)
+        self.frozen[newly] = True
 
 
 @dataclass(frozen=True)
@@ -388,8 +411,8 @@ class CodebookConfig:
     top_n: int = 8
 
     def __post_init__(self) -> None:
-        if self.dim < 0:
-            raise BitnasError(f"dim must be 0 (the codebook's) or positive, got {self.dim}")
+        if not 0 <= self.dim <= MAX_DIM:
+            raise BitnasError(f"dim must be 0 (the codebook's) or 1..{MAX_DIM}, got {self.dim}")
         if not 1 <= self.scale_bits <= 32:
             raise BitnasError(f"scale_bits must be 1..32, got {self.scale_bits}")
         if self.seed < 0:

@@ -9,8 +9,9 @@ weights (``Quantizer.quantize_layer``: ai8x).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,8 @@ class FakeQuantLayer(nn.Module):
         self.lqs = [lq for _, lq in parts]
         self.weight_quantizers = [QUANTIZERS.create(lq.quantizer, **lq.options) for lq in self.lqs]
         self._cache: dict[int, tuple[tuple, tuple[Tensor, Tensor | None]]] = {}
+        #: set by :func:`weights_fixed`: the weights do not change while it is
+        self.fixed = False
         #: part index -> the scheme's learnable weight state, once fine-tuning starts
         self.trained = nn.ModuleDict()
         self.acts = nn.ModuleList(q.activation(lq.a_bits) or ActivationQuantizer(lq.a_bits)
@@ -59,11 +62,12 @@ class FakeQuantLayer(nn.Module):
     def quantized(self, part: int = 0) -> tuple[Tensor, Tensor | None]:
         """The part's fake-quantized weight and bias, with straight-through gradients.
 
-        Without gradients (evaluation) the result is kept until the weights change, so a
-        scheme that fits levels or searches a codebook runs once, not once a batch."""
-        if torch.is_grad_enabled() or str(part) in self.trained:
+        Inside :func:`weights_fixed` (scoring, calibration) and without gradients, it is
+        computed once and kept, so a scheme that fits levels or searches a codebook runs
+        once, not once a batch; everywhere else it is computed on every call."""
+        if not self.fixed or torch.is_grad_enabled():
             return self._quantized(part)
-        key = tuple((t.data_ptr(), t._version) for t in (self.layer.weight, self.layer.bias)
+        key = tuple((id(t), t.data_ptr(), t._version) for t in (self.layer.weight, self.layer.bias)
                     if t is not None)
         hit = self._cache.get(part)
         if hit is None or hit[0] != key:
@@ -166,3 +170,19 @@ def fake_quantize(
 
 def fake_quant_layers(model: nn.Module) -> list[FakeQuantLayer]:
     return [m for m in model.modules() if isinstance(m, FakeQuantLayer)]
+
+
+@contextlib.contextmanager
+def weights_fixed(model: nn.Module) -> Iterator[nn.Module]:
+    """While the model's weights stay as they are (scoring it, calibrating it), each fake-quant
+    layer quantizes its weights once instead of once a batch; the kept weights are dropped
+    on exit. Changing the weights inside is an error the cache would not see."""
+    layers = fake_quant_layers(model)
+    for layer in layers:
+        layer.fixed = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.fixed = False
+            layer._cache.clear()

@@ -10,8 +10,9 @@ is where the noise-minimising clip lands. Lloyd's iteration (assign each weight 
 nearest level, move each level to the mean of its weights) converges to a local
 optimum; it starts from the weight quantiles (the levels of an equal-population
 quantizer), which for the bell-shaped weight distributions of trained layers lands
-at the Lloyd-Max levels of a Gaussian or Laplacian. The 1-D problem is solved exactly
-on the sorted weights with prefix sums, so a layer of 100k weights takes milliseconds.
+at the Lloyd-Max levels of a Gaussian or Laplacian. Each iteration's cells and means are
+computed exactly on the sorted weights with prefix sums, so a layer of 100k weights takes
+milliseconds.
 
 The paper (Luqman, Qazi, Khan, arXiv 2412.07391) chooses clipping thresholds and
 scales analytically from a fitted distribution; its exact level placement is not
@@ -106,8 +107,9 @@ class NonUniformQuantizer(Quantizer):
     name = "nonuniform"
 
     def supported_bits(self) -> frozenset[int]:
-        """1..8-bit indices: a table of at most 256 levels."""
-        return frozenset(range(1, MAX_INDEX_BITS + 1))
+        """1..8-bit indices (a table of at most 256 levels), and no more index bits than the
+        levels have: a table of 2^b levels of fewer bits would repeat levels."""
+        return frozenset(range(1, min(MAX_INDEX_BITS, self.config.level_bits) + 1))
 
     def levels(self, w: Tensor, bits: int) -> Tensor:
         """The layer's table: 2^b sorted levels, on the level_bits grid."""

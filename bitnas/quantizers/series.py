@@ -10,8 +10,10 @@ the paper runs in parallel and in any order. With ``act_terms`` = k_a > 1 the la
 input is expanded the same way (its calibrated asymmetric grid, then k_a - 1 residual
 terms), and the output needs k x k_a integer passes.
 
-Storage: k x b bits per weight and k scales per output channel. Compute: k (x k_a)
-multiply passes at b bits.
+Storage: k x b bits per weight and one scale per output channel (the later terms' steps
+are fixed fractions of the first's). Compute: k
+(x k_a) multiply passes at b bits; on spike inputs the k_a activation terms of a 0/1 value
+are the value itself, so a cost model that knows its inputs are spikes charges k passes.
 
 The paper (Zhang et al., arXiv 2412.06865) also expands at the layer and model level
 (basis models summed); bitnas expands each tensor, which is what a per-layer search
@@ -34,6 +36,8 @@ from bitnas.quantizers.uniform import CLIP_RATIOS, ActivationQuantizer, UniformQ
 from bitnas.registry import QUANTIZERS
 
 MAX_TERMS = 8
+#: first binary steps tried, as fractions of a channel's mean |w| (1 term: exactly the mean)
+BINARY_RATIOS = torch.linspace(0.3, 1.5, 25)
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,19 @@ def expand(w: Tensor, bits: int, terms: int) -> list[Tensor]:
     unclipped weight (|w| <= s (2^(b-1) - 1)) each term's error is at most half its step,
     1/(2^b - 1) of the term before's. Each channel's s is the fraction of max|w| / (2^(b-1) - 1)
     (from the same grid ``uniform`` searches) whose whole k-term expansion has the least
-    squared error. At 1 bit every term is binary, sign(R) times the channel's mean |R|.
+    squared error. At 1 bit the terms are binary, sign(R) times s, s/2, s/4, ... (s the
+    fraction of the channel's mean |w| with the least error; one term: the mean itself).
     """
-    w = w.detach()
-    if terms == 1 or bits == 1:
-        q, residual, out = UniformQuantizer(), w, []
-        for _ in range(terms):
-            out.append(q.quantize(residual, bits))
-            residual = residual - out[-1]
-        return out
+    w = w.detach() if w.dim() else w.detach().reshape(1)
+    if terms == 1:
+        return [UniformQuantizer().quantize(w, bits)]
     flat = w.reshape(w.shape[0], -1)
+    if bits == 1:  # binary terms +-s, +-s/2, +-s/4, ...: s from a grid around the mean |w|
+        steps = (BINARY_RATIOS.to(flat.dtype).view(-1, 1) * flat.abs().mean(dim=1)).unsqueeze(-1)
+        terms_r = _binary_terms(flat.unsqueeze(0), steps.clamp_min(torch.finfo(flat.dtype).tiny), terms)
+        err = ((torch.stack(terms_r).sum(0) - flat) ** 2).sum(-1)
+        best, rows = err.argmin(dim=0), torch.arange(flat.shape[0])
+        return [t[best, rows].reshape(w.shape) for t in terms_r]
     qmax = 2 ** (bits - 1) - 1
     # candidate first steps [R, C, 1]: fractions of max|w|; each channel keeps the one whose
     # whole expansion errs least (clipping the first term leaves outliers the later terms
@@ -88,13 +95,24 @@ def expand(w: Tensor, bits: int, terms: int) -> list[Tensor]:
     return [t[best, rows].reshape(w.shape) for t in terms_r]
 
 
+def _binary_terms(flat: Tensor, step: Tensor, terms: int) -> list[Tensor]:
+    """k binary terms, each the sign of what the ones before left times a halving step."""
+    out, approx = [], torch.zeros_like(flat)
+    for _ in range(terms):
+        out.append(torch.where(flat - approx >= 0, 1.0, -1.0).to(flat.dtype) * step)
+        approx = approx + out[-1]
+        step = step / 2
+    return out
+
+
 def _terms(flat: Tensor, step: Tensor, bits: int, terms: int) -> list[Tensor]:
     """The k dequantized terms of ``flat`` from first steps ``step`` (broadcast)."""
     qmax = 2 ** (bits - 1) - 1
     out = [torch.clamp(torch.round(flat / step), -qmax, qmax) * step]
     approx = out[0]
+    tiny = torch.finfo(flat.dtype).tiny  # an all-zero channel's steps must not underflow to 0
     for _ in range(terms - 1):
-        step = step / (2 ** bits - 1)
+        step = (step / (2 ** bits - 1)).clamp_min(tiny)
         out.append(torch.clamp(torch.round((flat - approx) / step), -(qmax + 1), qmax) * step)
         approx = approx + out[-1]
     return out
@@ -134,14 +152,16 @@ class SeriesQuantizer(Quantizer):
     def quantize(self, w: Tensor, bits: int) -> Tensor:
         if bits >= FLOAT_BITS:
             return w
-        return torch.stack(expand(w, bits, self.config.terms)).sum(0).to(w.dtype)
+        return torch.stack(expand(w, bits, self.config.terms)).sum(0).reshape(w.shape).to(w.dtype)
 
     def storage(self, shape: Sequence[int], bits: int) -> Storage:
-        """k x b bits per weight and k scales per output channel."""
+        """k x b bits per weight and one scale per output channel: the later terms' steps are
+        fixed fractions of the first's (1/(2^b - 1)^(i-1); 1/2^(i-1) at 1 bit), the same for
+        every channel."""
         if bits >= FLOAT_BITS:
             return Storage(numel(shape) * FLOAT_BITS)
         k = self.config.terms
-        return Storage(numel(shape) * bits * k, scale_bits=k * channels(shape) * self.config.scale_bits)
+        return Storage(numel(shape) * bits * k, scale_bits=channels(shape) * self.config.scale_bits)
 
     def compute(self, bits: int) -> Compute:
         """k x k_a multiply passes at b bits (one float pass for float weights)."""

@@ -300,13 +300,24 @@ def _ilp_front(ctx, spec, base: dict, n_plans: int, field: str) -> tuple[list[di
         return {**kept, **c.params(g, prec.options)}
 
     base_cost = ctx.cost(cand)
-    broken_before = {k for k, v in base_cost.violations.items() if v > 0}
+    scheme = ctx.hardware.scheme_key
+    broken_before = {k for k, v in base_cost.violations.items() if v > 0} | {scheme}
+    _, workload = ctx.structure(cand)
+    members = {g: [w for w in workload if (w.group or w.name) == g and w.weighted and not w.folded]
+               for g in groups}
+
+    def runs(g: str, c) -> bool:  # the hardware runs the group under the choice's scheme
+        lq = space.suggest(FixedTrial(with_choice(base, g, c))).plan[g]
+        return not any(ctx.hardware.scheme_issue(w, lq) for w in members[g])
+
     costs = [[ctx.cost(space.suggest(FixedTrial(with_choice(base, g, c)))) if c in per_group[g] else None
               for c in choices] for g in groups]
-    # a choice the group may not take, or one that alone breaks a limit the cheapest plan keeps
-    # (a scheme the hardware cannot run), is left out
-    allowed = np.array([[c is not None and not ({k for k, v in c.violations.items() if v > 0} - broken_before)
-                         for c in row] for row in costs])
+    # left out: a choice the group may not take, one whose scheme the hardware cannot run (even
+    # where the base plan's can't either), and one that alone breaks a limit the base plan keeps
+    allowed = np.array([[cost is not None and runs(g, c)
+                         and not ({k for k, v in cost.violations.items() if v > 0} - broken_before)
+                         for c, cost in zip(choices, row, strict=True)]
+                        for g, row in zip(groups, costs, strict=True)])
 
     def marginal(name: str) -> np.ndarray:  # a choice a group may not take counts as 0
         base_value = base_cost.value(name)

@@ -133,17 +133,21 @@ class PrecisionChoices:
         """The w_bits ``group`` may take."""
         return self.group_w_bits.get(group, self.w_bits)
 
+    def option_combos(self, quantizer: str) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the quantizer's options a group may take (each searched list
+        crossed with the others; fixed options in every one), as sorted (key, value) pairs."""
+        opts = self.options.get(quantizer, {})
+        keys = sorted(opts)
+        values = [v if isinstance(v, list | tuple) else [v] for v in (opts[k] for k in keys)]
+        return [tuple(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
     def weight_choices(self, group: str) -> list[WeightChoice]:
         """Every (bits, scheme, options) ``group`` may take: each quantizer with every
         combination of its searched options, at the bits the space offers the group and the
         quantizer (so configured) runs."""
         out = []
         for q in self.quantizers:
-            opts = self.options.get(q, {})
-            keys = sorted(opts)
-            values = [v if isinstance(v, list | tuple) else [v] for v in (opts[k] for k in keys)]
-            for combo in itertools.product(*values):
-                options = tuple(zip(keys, combo, strict=True))
+            for options in self.option_combos(q):
                 runs = QUANTIZERS.create(q, **dict(options)).supported_bits()
                 out.extend(WeightChoice(b, q, options) for b in self.w_bits_for(group)
                            if runs is None or b in runs or b == FLOAT_BITS)

@@ -66,3 +66,55 @@ def test_bits_a_scheme_cannot_run_are_refused_naming_the_group(tmp_path, capsys)
     spec.write_text(spec.read_text().replace(
         'w_bits = [2, 4, 8]', 'w_bits = [2, 4, 16]\nquantizers = ["uniform", "nonuniform"]'))
     _one_line_error(capsys, ["search", str(spec)], "quantizer nonuniform runs 1, 2", "[16]", "layer group")
+
+
+def test_every_combination_of_searched_options_is_checked_before_anything_runs(tmp_path, capsys,
+                                                                              monkeypatch):
+    from bitnas.quantizers.codebook import builtin_codebook, save_codebook
+
+    monkeypatch.chdir(tmp_path)
+    save_codebook(builtin_codebook(dim=4), tmp_path / "d4.npz")
+    spec = write_spec(tmp_path / "bad.toml", extra='\n[quantizers.codebook]\npath = "d4.npz"\ndim = [4, 8]\n')
+    spec.write_text(spec.read_text().replace('w_bits = [2, 4, 8]',
+                                             'w_bits = [2, 4, 8]\nquantizers = ["codebook"]'))
+    _one_line_error(capsys, ["search", str(spec), "--out", str(tmp_path / "run")], "holds 4-dim codewords",
+                    "dim = 8")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_ilp_never_queues_a_scheme_the_hardware_cannot_run(tmp_path):
+    # the base plan takes the first quantizer, which the max78000 cannot run: every queued plan
+    # must still use only the one it can
+    spec_path = tmp_path / "chip.toml"
+    spec_path.write_text("""
+[study]
+name = "chip"
+trials = 2
+seed = 0
+strategy = "ilp"
+[space]
+name = "ai8x"
+input_transforms = ["full"]
+depth = [2]
+widths = [8]
+kernel_size = [3]
+pools = [0]
+w_bits = [2, 8]
+quantizers = ["uniform", "ai8x"]
+[task]
+name = "digits"
+epochs = 2
+[hardware]
+name = "max78000"
+[[objectives]]
+name = "accuracy"
+[[objectives]]
+name = "latency_s"
+""")
+    from bitnas.search.context import SearchContext
+    from bitnas.search.strategies import ilp_params
+
+    spec = load_spec(spec_path)
+    plans = ilp_params(SearchContext(spec, cache_dir=tmp_path / "fp_cache"), spec, 4)
+    assert plans
+    assert all(v == "ai8x" for p in plans for k, v in p.items() if k.endswith(".quantizer"))

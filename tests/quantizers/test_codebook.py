@@ -250,7 +250,7 @@ def test_cli_build_from_a_run_directory(tmp_path, sources, capsys):
 @pytest.mark.parametrize("args,fragment", [
     (["MISSING"], "does not exist"),
     (["RUN", "--bits", "17"], "bits must be 1..16"),
-    (["RUN", "--dim", "0"], "dim must be at least 1"),
+    (["RUN", "--dim", "0"], "dim must be 1..64"),
     (["RUN", "--per-source", "100"], "fewer than the 100"),
     (["NOTTORCH"], "is not a torch file"),
     (["EMPTYRUN"], "has no cached models"),
@@ -297,6 +297,35 @@ def test_soft_assignment_fine_tunes_ratios_and_freezes_progressively():
     soft.eval()
     assert torch.equal(hard, soft())
     assert QUANTIZERS.create("codebook").trainable(w, 6) is None  # hard mode: straight through
+
+
+def test_a_frozen_sub_vector_keeps_its_codeword_while_training_goes_on():
+    torch.manual_seed(1)
+    soft = QUANTIZERS.create("codebook", assign="soft", top_n=6).trainable(torch.randn(8, 12), 6)
+    soft.train()
+    soft.anneal(0.5)
+    frozen = soft.frozen.clone()
+    kept = soft.indices()[frozen].clone()
+    # momentum and weight decay move every logit, frozen ones included
+    opt = torch.optim.Adam(soft.parameters(), lr=0.5, weight_decay=0.1)
+    target = torch.randn(8, 12)
+    for _ in range(60):
+        opt.zero_grad()
+        ((soft() - target) ** 2).sum().backward()
+        opt.step()
+    assert torch.equal(soft.indices()[frozen], kept)
+    soft.anneal(1.0)
+    assert torch.equal(soft.indices()[frozen], kept) and bool(soft.frozen.all())
+
+
+def test_soft_assignment_starts_at_the_nearest_codewords_of_a_padded_layer():
+    # rows of 10 = 2 sub-vectors of 4 and a tail of 2: the tail's distances count real positions
+    torch.manual_seed(2)
+    w = torch.randn(16, 10)
+    q = QUANTIZERS.create("codebook", assign="soft", top_n=3)
+    soft = q.trainable(w, 8)
+    idx, _ = q.encode(w, 8)
+    assert torch.equal(soft.candidates[:, 0], idx.reshape(-1))  # the nearest is the first candidate
 
 
 def test_soft_mode_runs_through_qat(trained_digits_model):

@@ -4,7 +4,7 @@ from torch import nn
 
 from bitnas.errors import BitnasError
 from bitnas.evaluators import accuracy, calibration_batches, ptq
-from bitnas.plan import QuantPlan
+from bitnas.plan import LayerQuant, QuantPlan
 from bitnas.quantizers import FakeQuantLayer, fake_quantize
 
 
@@ -54,3 +54,24 @@ def test_ptq_eight_bits_matches_float_accuracy(trained_digits_model):
     assert fp > 0.9
     assert abs(q8 - fp) <= 0.01
     assert q2 <= q8
+
+
+def test_weights_are_quantized_once_inside_weights_fixed_and_always_outside():
+    from bitnas.quantizers.fakequant import weights_fixed
+
+    layer = FakeQuantLayer(torch.nn.Linear(6, 4), [(None, LayerQuant(3, 8, "nonuniform"))])
+    calls = []
+    inner = layer.weight_quantizers[0].quantize_layer
+    layer.weight_quantizers[0].quantize_layer = lambda *a: calls.append(1) or inner(*a)
+    with torch.no_grad():
+        layer.quantized()
+        layer.layer.weight.data.mul_(10)  # outside the scope a change is always seen
+        assert torch.allclose(layer.quantized()[0].abs().max(), layer.layer.weight.abs().max(), rtol=0.2)
+        n = len(calls)
+        with weights_fixed(layer):
+            first = layer.quantized()[0]
+            for _ in range(5):
+                assert layer.quantized()[0] is first
+        assert len(calls) == n + 1
+        layer.quantized()
+        assert len(calls) == n + 2 and not layer._cache  # dropped on exit

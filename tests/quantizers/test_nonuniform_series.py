@@ -69,13 +69,45 @@ def test_each_series_term_cuts_the_error_by_about_2_to_the_minus_b(bits):
 
 def test_series_storage_compute_and_one_term_equals_uniform():
     q = QUANTIZERS.create("series", terms=3, act_terms=2)
-    assert q.storage((4, 3), 4) == Storage(12 * 4 * 3, scale_bits=3 * 4 * 32)
+    # one scale a channel: the later terms' steps are fixed fractions of the first's
+    assert q.storage((4, 3), 4) == Storage(12 * 4 * 3, scale_bits=4 * 32)
+    assert q.storage((4, 3), 1) == Storage(12 * 1 * 3, scale_bits=4 * 32)  # binary: s, s/2, s/4
     assert q.compute(4) == Compute(ComputeKind.MULTIPLY, passes=6, act_terms=2)
     w = torch.randn(8, 9, generator=torch.Generator().manual_seed(4))
     assert torch.equal(QUANTIZERS.create("series", terms=1).quantize(w, 3),
                        QUANTIZERS.create("uniform").quantize(w, 3))
     with pytest.raises(BitnasError, match="terms must be 1..8"):
         QUANTIZERS.create("series", terms=0)
+
+
+def test_series_steps_are_one_scale_a_channel_times_fixed_fractions():
+    w = torch.randn(5, 12, generator=torch.Generator().manual_seed(6))
+    terms = expand(w, 3, 3)
+    for c in range(5):
+        steps = []
+        for t in terms:
+            nonzero = t[c][t[c] != 0].abs()
+            # each term's values are integer multiples of its step: the smallest is one or more
+            steps.append(float(nonzero.min()) if len(nonzero) else None)
+        step1 = float((terms[0][c] / torch.round(terms[0][c] / steps[0])).nan_to_num().abs().max())
+        for i, t in enumerate(terms):
+            q = t[c] / (step1 / 7 ** i)
+            assert torch.allclose(q, torch.round(q), atol=1e-4)  # on the grid s / (2^b - 1)^i
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_series_of_an_all_zero_channel_is_finite_at_every_width(bits):
+    w = torch.randn(3, 8, generator=torch.Generator().manual_seed(7))
+    w[1] = 0
+    out = QUANTIZERS.create("series", terms=8).quantize(w, bits)
+    assert torch.isfinite(out).all() and torch.equal(out[1], torch.zeros(8))
+    scalar = QUANTIZERS.create("series").quantize(torch.tensor(0.7), 4)
+    assert scalar.shape == () and abs(float(scalar) - 0.7) < 0.05
+
+
+def test_nonuniform_offers_no_more_index_bits_than_its_levels_hold():
+    assert QUANTIZERS.create("nonuniform", level_bits=4).supported_bits() == frozenset({1, 2, 3, 4})
+    assert QUANTIZERS.create("nonuniform").supported_bits() == frozenset(range(1, 9))
 
 
 def test_series_activation_terms_cut_the_input_error():
