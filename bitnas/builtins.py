@@ -8,7 +8,8 @@ the same groups instead.
 """
 
 MODULES: dict[str, tuple[str, ...]] = {
-    "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.ai8x"),
+    "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.ai8x",
+                      "bitnas.spaces.transformer"),
     "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot", "bitnas.quantizers.ai8x",
                           "bitnas.quantizers.nonuniform", "bitnas.quantizers.series",
                           "bitnas.quantizers.codebook"),

@@ -260,6 +260,38 @@ def _spike_driven_transformer(m: nn.Module, inputs: tuple[torch.Tensor, ...],
                out_elems=channels, label="time_mean")]
 
 
+# --- bitnas's tiny_transformer (named: hardware_models never imports spaces) --------------
+
+_TT = "bitnas.spaces.transformer"
+
+
+@counter(f"{_TT}.SelfAttention")
+def _self_attention(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """Per head (d = C / heads, L tokens): q·kᵀ (L x L, d products each) and the softmax
+    times v (L x d, L products each). Its projections are counted on their own; the
+    softmax is not counted."""
+    tokens, channels = inputs[0].shape[-2], inputs[0].shape[-1]
+    return [Op("matmul", macs=2 * tokens * tokens * channels, in_elems=3 * tokens * channels,
+               out_elems=tokens * channels)]
+
+
+counter(f"{_TT}.EncoderBlock")(_residual_adds(2))  # attention's, then the MLP's
+
+
+@counter(f"{_TT}.PositionTable")
+def _position_table(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """An add per element; the table is stored (32 bits) and read with the weights."""
+    per_sample = out[0].numel()
+    return [Op("eltwise", macs=per_sample, in_elems=2 * per_sample, out_elems=per_sample,
+               bias_params=m.table.numel())]
+
+
+@counter(f"{_TT}.TokenMean")
+def _tokens_mean(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    tokens, channels = inputs[0].shape[-2], inputs[0].shape[-1]
+    return [_token_mean(1, channels, tokens)]
+
+
 def _pooled(size: int, pool: nn.MaxPool2d) -> int:
     """Output size of one spatial dimension of a max-pool (PyTorch's formula)."""
     def first(v: int | tuple[int, ...]) -> int:
