@@ -70,6 +70,16 @@ class TrainConfig:
     qat_lr: float = 5e-4
     qat_threshold: float = 0.02
     promote_margin: float = 0.01
+    #: knowledge distillation: every QAT fine-tune learns from a larger FP teacher's soft
+    #: targets at ``kd_temperature`` (weight ``kd_alpha``) beside the hard labels (1 - alpha)
+    kd: bool = False
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.7
+    #: the teacher: a space ("" = the study's) and an architecture of it (its arch dict, as
+    #: stored on trials); trained once for ``teacher_epochs`` (0: ``epochs``) and cached
+    teacher_space: str = ""
+    teacher: Mapping[str, Any] = field(default_factory=dict)
+    teacher_epochs: int = 0
 
     #: the fields FP training depends on (the FP cache key); the rest concern QAT
     FP_FIELDS = ("epochs", "lr", "batch_size", "weight_decay")
@@ -77,6 +87,28 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.qat not in QAT_MODES:
             raise BitnasError(f"task.qat = {self.qat!r}; use one of: {', '.join(QAT_MODES)}")
+        if not isinstance(self.kd, bool):
+            raise BitnasError(f"task.kd must be true or false, got {self.kd!r}")
+        if not isinstance(self.teacher, Mapping):
+            raise BitnasError("task.teacher must be a table of the teacher's architecture, e.g. "
+                              "{ d_model = 64, depth = 2, heads = 4, mlp_ratio = 2 }")
+        if not isinstance(self.teacher_space, str):
+            raise BitnasError(f"task.teacher_space must be a space name, got {self.teacher_space!r}")
+        if self.kd and not self.teacher:
+            raise BitnasError("task.kd = true needs task.teacher, the teacher's architecture, e.g. "
+                              "teacher = { d_model = 64, depth = 2, heads = 4, mlp_ratio = 2 }")
+        if self.kd and self.qat == "off":
+            raise BitnasError("task.kd = true distils during QAT, but task.qat = 'off'; set task.qat "
+                              "(always, when_broken or promote)")
+        t, a = self.kd_temperature, self.kd_alpha
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise BitnasError(f"task.kd_temperature must be a positive number, got {t!r}")
+        if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a <= 1:
+            raise BitnasError(f"task.kd_alpha must be a weight in 0..1, got {a!r}")
+        if isinstance(self.teacher_epochs, bool) or not isinstance(self.teacher_epochs, int) \
+                or self.teacher_epochs < 0:
+            raise BitnasError(f"task.teacher_epochs must be 0 (task.epochs) or positive, "
+                              f"got {self.teacher_epochs!r}")
         for name in ("qat_threshold", "promote_margin"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
@@ -470,11 +502,20 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     task_opts = {k: v for k, v in task_opts.items() if k not in train_opts}
     task_cls = TASKS.get(task["name"])
     _check_kwargs(task_cls, task_opts, "task", skip=set(), also=train_config_fields())
-    TrainConfig(**train_opts)
+    train_cfg = TrainConfig(**train_opts)
     space_cls = SPACES.get(space["name"])
     _check_kwargs(space_cls, space_opts, "space", skip=SPACE_CONTEXT)
     task_obj = task_cls(**task_opts)
     space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes, **space_opts)
+    if train_cfg.kd:  # the teacher must build (it is trained only when the first QAT runs)
+        teacher_name = train_cfg.teacher_space or space["name"]
+        teacher_space = SPACES.create(SPACES.check(teacher_name, "task.teacher_space"),
+                                      input_shape=task_obj.input_shape, num_classes=task_obj.num_classes)
+        try:
+            teacher_space.build(dict(train_cfg.teacher))
+        except (KeyError, TypeError, ValueError) as e:
+            raise SpecError(f"task.teacher {dict(train_cfg.teacher)} is not an architecture of space "
+                            f"{teacher_name} (missing or bad {e}); give every arch knob it needs") from None
     quantizers = _quantizer_options(raw.get("quantizers"), space_obj.precision.quantizers)
     if quantizers:  # again, now with the options filled into every plan
         space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,

@@ -80,10 +80,26 @@ def _save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
     atomic_save(blob, path)
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
+                 temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton et al. (2015): (1 - alpha) x cross-entropy on the labels + alpha x T^2 x
+    KL(teacher's softmax at T || student's softmax at T), the T^2 keeping the soft term's
+    gradients on the scale of the hard one's."""
+    hard = nn.functional.cross_entropy(student, target)
+    soft = nn.functional.kl_div(nn.functional.log_softmax(student / temperature, dim=1),
+                                nn.functional.log_softmax(teacher / temperature, dim=1),
+                                reduction="batchmean", log_target=True)
+    return (1 - alpha) * hard + alpha * temperature ** 2 * soft
+
+
 def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
              *, epochs: int | None = None, lr: float | None = None,
-             checkpoint: Path | None = None, log: Log | None = None) -> nn.Module:
+             checkpoint: Path | None = None, log: Log | None = None,
+             teacher: nn.Module | None = None) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy; deterministic given ``seed``.
+
+    With ``teacher`` (a trained FP model) the loss is :func:`distill_loss` at the config's
+    ``kd_temperature`` and ``kd_alpha``: knowledge distillation.
 
     The same loop fine-tunes a fake-quantized model (QAT): its quantizers pass
     gradients straight through (or train their own state, ``Quantizer.trainable``: made
@@ -130,13 +146,21 @@ def train_fp(model: nn.Module, train: Split, cfg: TrainConfig, seed: int,
             gen.manual_seed(seed)
             opt, sched = optimizer()
     loss_fn = nn.CrossEntropyLoss()
+    if teacher is not None:
+        teacher.eval()
     model.train()
     for epoch in range(first, epochs):
         order = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(train.x[idx]), train.y[idx]).backward()
+            if teacher is None:
+                loss = loss_fn(model(train.x[idx]), train.y[idx])
+            else:
+                with torch.no_grad():
+                    soft = teacher(train.x[idx])
+                loss = distill_loss(model(train.x[idx]), soft, train.y[idx], cfg.kd_temperature, cfg.kd_alpha)
+            loss.backward()
             opt.step()
         sched.step()
         for m in model.modules():  # a fine-tuning schedule (progressive freezing)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bitnas.errors import BitnasError
 from bitnas.evaluators import (
     FPModelCache,
     calibration_batches,
@@ -51,6 +52,7 @@ class SearchContext:
         self.activity_batch = self.data.val.x[:ACTIVITY_SAMPLES]
         self._structure: dict[str, tuple[dict[str, list[str]], list[LayerWorkload]]] = {}
         self._fp_metrics: dict[str, dict[str, float]] = {}
+        self._teacher: tuple[nn.Module, dict[str, float]] | None = None
 
     def structure(self, cand: Candidate) -> tuple[dict[str, list[str]], list[LayerWorkload]]:
         """(layer groups, workload) of the candidate's architecture, from an untrained build."""
@@ -138,7 +140,7 @@ class SearchContext:
                 qat = self.fp_metrics(cand)["accuracy"] - ptq["accuracy"] > cfg.qat_threshold
         if qat:
             train_fp(qmodel, self.data.train, cfg, self.spec.seed, epochs=cfg.qat_epochs,
-                     lr=cfg.qat_lr)
+                     lr=cfg.qat_lr, teacher=self.teacher()[0] if cfg.kd else None)
             return qmodel, {**self.evaluator.evaluate(qmodel), "ptq_accuracy": ptq["accuracy"],
                             "qat": 1.0}, train_s, None
         metrics = {**ptq, **self.evaluator.evaluate(qmodel, splits=("test",)), "qat": 0.0}
@@ -171,6 +173,37 @@ class SearchContext:
             cost = self.measured_cost(cand, qmodel)
         total = time.perf_counter() - start
         return metrics, {"fp_train_s": train_s or 0.0, "eval_s": total - (train_s or 0.0)}, cost
+
+    def teacher(self) -> tuple[nn.Module, dict[str, float]]:
+        """The distillation teacher (``task.teacher`` of ``task.teacher_space``, default the
+        study's space), trained once on the task and cached like the FP models, and its
+        metrics."""
+        if self._teacher is None:
+            cfg = self.train_cfg
+            name = cfg.teacher_space or self.spec.space["name"]
+            space = SPACES.create(name, input_shape=self.task.input_shape, num_classes=self.task.num_classes)
+            arch = dict(cfg.teacher)
+            try:
+                space.build(arch)
+            except (KeyError, TypeError, ValueError) as e:
+                raise BitnasError(f"task.teacher {arch} is not an architecture of space {name} "
+                                  f"({type(e).__name__}: {e}); give its arch knobs as a trial stores "
+                                  "them") from None
+            epochs = cfg.teacher_epochs or cfg.epochs
+            identity = {"teacher": name, "arch": arch, "task": self.spec.task["name"],
+                        "task_options": self.spec.task_options(),
+                        "train": {**{k: getattr(cfg, k) for k in cfg.FP_FIELDS}, "epochs": epochs},
+                        "seed": self.spec.seed}
+
+            def build() -> nn.Module:
+                torch.manual_seed(self.spec.seed)
+                return space.build(arch)
+
+            model, _ = self.fp_cache.get(identity, build,
+                                         lambda m: train_fp(m, self.data.train, cfg, self.spec.seed,
+                                                            epochs=epochs))
+            self._teacher = (model, self.evaluator.evaluate(model))
+        return self._teacher
 
     def fp_metrics(self, cand: Candidate) -> dict[str, float]:
         """Metrics of the candidate's FP model (memoised per architecture)."""
