@@ -9,6 +9,11 @@ Per op, with w and a the group's weight and activation bits (kinds: see ``OP_KIN
 - a product of two activations ("matmul": attention) is a MAC at a x a bits;
 - a pool's compares or adds and an element-wise add ("eltwise") cost an a-bit add each,
   E_add32 * a / 32 (a 32-bit float add at 32 bits);
+- a selective scan ("scan") costs its multiply-adds at v x a bits (its state at the
+  group's v_bits, its inputs at a_bits) every step, and reads and writes its state every
+  step (state energy, at the activation memory's per-bit energy; the state is live
+  throughout, so it counts in ``peak_act_bytes``); a scan's parameters ("param") are
+  weights read once, with no work of their own;
 - a norm costs a multiply-add per element at a x a bits, except a BatchNorm that folds
   into the preceding layer at inference (``folded``): no work, only the bias it leaves on
   a layer that had none (stored and read with the weights);
@@ -139,6 +144,8 @@ class Generic45nm(HardwareModel):
             return (c["fp32_add_pj"] if a >= FLOAT_BITS else c["int32_add_pj"] * a / 32), 1
         if layer.kind == "norm":
             return (0.0 if layer.folded else sum(self.mac_energy_pj(a, a, 1))), 1
+        if layer.kind == "scan":  # the state (v bits) times the step's inputs (a bits)
+            return sum(self.mac_energy_pj(min(lq.v_bits, FLOAT_BITS), a, layer.fan_in)), 1
         raise refuse_kind(self, layer, OP_KINDS)
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
@@ -147,12 +154,15 @@ class Generic45nm(HardwareModel):
         wbits = weight_bits_per_layer(workload, lqs)
         act_bits = act_bits_per_layer(workload, [act_width(lq) for lq in lqs])
         weight_bytes = math.ceil(sum(wbits) / 8)
-        peak_act_bytes = live_peak_bytes(act_bits, [])
+        # a selective scan's state (v bits) is read and written every step; it is live throughout
+        state_bits = [w.state_elems * lq.v_bits if w.kind == "scan" else 0
+                      for w, lq in zip(workload, lqs, strict=True)]
+        peak_act_bytes = live_peak_bytes(act_bits, state_bits)
         w_pj_bit = sram_pj_per_bit(weight_bytes, c)
         a_pj_bit = sram_pj_per_bit(peak_act_bytes, c)
 
         per_layer: dict[str, dict[str, float]] = {}
-        for layer, lq, wb, ab in zip(workload, lqs, wbits, act_bits, strict=True):
+        for layer, lq, wb, ab, sb in zip(workload, lqs, wbits, act_bits, state_bits, strict=True):
             op_pj, passes = self.op_energy_pj(layer, lq)
             steps = layer.timesteps
             ops = 0 if layer.folded else steps * layer.macs
@@ -160,12 +170,13 @@ class Generic45nm(HardwareModel):
             looked_up, table_bytes = lookups(layer, lq, self.compute_of(lq)) if layer.weighted else (0, 0)
             weight_j = (wb * w_pj_bit + looked_up * table_pj_per_bit(table_bytes, c)) * PJ
             act_j = steps * ab * a_pj_bit * PJ
+            state_j = steps * 2 * sb * a_pj_bit * PJ
             per_layer[layer.name] = {
                 "compute_energy_j": compute_j,
                 "weight_energy_j": weight_j,
                 "act_energy_j": act_j,
-                "state_energy_j": 0.0,
-                "energy_j": compute_j + weight_j + act_j,
+                "state_energy_j": state_j,
+                "energy_j": compute_j + weight_j + act_j + state_j,
                 "latency_s": 0.0 if layer.folded else steps * passes * math.ceil(
                     layer.macs / c["macs_per_cycle"]) / c["clock_hz"],
                 "weight_bytes": wb / 8,

@@ -241,7 +241,7 @@ def to_layers(model: MAX7800x, workload: Sequence[LayerWorkload], plan: QuantPla
             layers.append(passthrough(pending, w, operands=2))
             pending = None
             continue
-        if not w.weighted:
+        if not w.weighted or w.kind == "param":
             raise refuse_kind(model, w, ("conv1d", "conv2d", "linear", "pool", "eltwise", "folded BatchNorm"),
                               ": the accelerator runs convolutions, linear layers, pooling and "
                               "element-wise adds only")

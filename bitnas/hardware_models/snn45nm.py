@@ -19,6 +19,8 @@ steps the op runs (kinds: see ``OP_KINDS``):
   (priced as generic45nm prices it: a small table in registers, a codebook as an SRAM); a series expansion
   repeats each op once per pass and holds dense activations as k_a terms of a bits;
   shared structures are ``rom_bytes``, not ``weight_bytes``;
+- "scan" (a Mamba selective scan): its multiply-adds at v x a bits every step, its state
+  read and written every step like a membrane; "param" (the scan's A and D): weights;
 - "norm": a BatchNorm that folds into the preceding layer (``folded``) does no work (the
   bias it leaves on a layer that had none is stored and read with the weights);
   any other norm a multiply-add per element at E_MAC(a, a).
@@ -134,6 +136,8 @@ class SNN45nm(HardwareModel):
             return dense, self.add_pj(a), 1
         if w.kind == "norm":
             return (0.0, 0.0, 1) if w.folded else (dense, self.mac_pj(a, a, 1, MULTIPLY), 1)
+        if w.kind == "scan":  # the state (v bits) times the step's inputs (a bits); its traffic below
+            return dense, self.mac_pj(min(lq.v_bits, FLOAT_BITS), a, w.fan_in, MULTIPLY), 1
         raise refuse_kind(self, w, OP_KINDS)
 
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:

@@ -60,6 +60,9 @@ class Op:
     fold_bias: int = 0
     #: tells several ops of one module apart: the record is named "module:label"
     label: str = ""
+    #: recurrent state this op holds per sample (a selective scan's h), read and written at
+    #: every one of its ``timesteps``
+    state_elems: int = 0
     #: geometry (see LayerWorkload): shapes of one sample and step; window ops' kernel,
     #: stride and padding per spatial axis, and channel groups
     in_shape: tuple[int, ...] = ()
@@ -292,6 +295,32 @@ def _tokens_mean(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tens
     return [_token_mean(1, channels, tokens)]
 
 
+# --- bitnas's mamba space --------------------------------------------------------------------
+
+_MB = "bitnas.spaces.mamba"
+
+
+@counter(f"{_MB}.ScanParam")
+def _scan_param(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """A selective scan's A (log) or D: stored at its group's bits, read by the scan."""
+    return [Op("param", macs=0, in_elems=0, out_elems=0, params=m.weight.numel(),
+               weight_shape=tuple(m.weight.shape))]
+
+
+@counter(f"{_MB}.SelectiveScan")
+def _selective_scan(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """Per step (token) and per state element (d_inner x d_state): the decay exp(dt A) times
+    h, dt B x added, C h accumulated into y: 4 multiply-adds (the exp's evaluation is not
+    counted); per channel the skip D x: 1 more. Inputs x, dt (d_inner each), B and C
+    (d_state each); output y (d_inner); the state h (d_inner x d_state) read and written
+    every step."""
+    x, _, _, b = inputs[0], inputs[1], inputs[2], inputs[3]
+    steps, d_inner, d_state = x.shape[1], x.shape[2], b.shape[2]
+    return [Op("scan", macs=4 * d_inner * d_state + d_inner, in_elems=2 * d_inner + 2 * d_state,
+               out_elems=d_inner, timesteps=steps, state_elems=d_inner * d_state,
+               in_shape=(d_inner,), out_shape=(d_inner,))]
+
+
 def _pooled(size: int, pool: nn.MaxPool2d) -> int:
     """Output size of one spatial dimension of a max-pool (PyTorch's formula)."""
     def first(v: int | tuple[int, ...]) -> int:
@@ -411,7 +440,7 @@ def extract_workload(model: nn.Module, example: torch.Tensor, groups: Mapping[st
                         timesteps=part.timesteps, folded=folded, module=name,
                         in_shape=part.in_shape, out_shape=part.out_shape, kernel=part.kernel,
                         stride=part.stride, padding=part.padding,
-                        channel_groups=part.channel_groups))
+                        channel_groups=part.channel_groups, state_elems=part.state_elems))
                 if op.weight_shape:
                     last_weighted_out, last_has_bias = (out.data_ptr(), out.numel()), op.bias_params > 0
 
@@ -461,4 +490,5 @@ def _with_state(records: list[LayerWorkload],
             raise BitnasError(f"neuron {name} of group {group} feeds no counted op of its group")
         preceding = [i for i in candidates if i < before]
         state[preceding[-1] if preceding else candidates[0]] += elems
-    return [dataclasses.replace(r, state_elems=s) if s else r for r, s in zip(records, state, strict=True)]
+    return [dataclasses.replace(r, state_elems=r.state_elems + s) if s else r
+            for r, s in zip(records, state, strict=True)]

@@ -25,6 +25,20 @@ from bitnas.registry import QUANTIZERS
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
+def quantizable(module: nn.Module) -> bool:
+    """A layer whose ``weight`` the fake-quant path can take over: a convolution, a linear
+    layer, or any module with ``forward_with(weight, bias, *inputs)`` (a parameter another
+    op reads, such as a selective scan's A and D: it returns what ``forward`` would, from the
+    given weight)."""
+    return isinstance(module, QUANTIZABLE) or hasattr(module, "forward_with")
+
+
+def holds_state(module: nn.Module) -> bool:
+    """A module whose recurrent state takes its group's ``v_bits``: it has
+    ``with_state_bits(bits)``, which returns a copy that keeps its state at ``bits``."""
+    return hasattr(module, "with_state_bits")
+
+
 class FakeQuantLayer(nn.Module):
     """A Conv1d, Conv2d or Linear whose input and weights are fake-quantized.
 
@@ -37,7 +51,7 @@ class FakeQuantLayer(nn.Module):
 
     def __init__(self, layer: nn.Module, parts: list[tuple[slice | None, LayerQuant]]) -> None:
         super().__init__()
-        if not isinstance(layer, QUANTIZABLE):
+        if not quantizable(layer):
             raise TypeError(f"cannot fake-quantize {type(layer).__name__}")
         self.layer = layer
         self.parts = [rows for rows, _ in parts]
@@ -111,7 +125,11 @@ class FakeQuantLayer(nn.Module):
             return F.linear(x, w, bias)
         return self.layer._conv_forward(x, w, bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *args: Tensor) -> Tensor:
+        if not isinstance(self.layer, QUANTIZABLE):  # a parameter module: no input to quantize
+            w, bias = self.quantized(0)
+            return self.layer.forward_with(w, bias, *args)
+        x = args[0]
         folded = isinstance(self.layer, nn.Conv1d | nn.Conv2d) and x.dim() == (
             4 if isinstance(self.layer, nn.Conv2d) else 3) + 1
         if folded:
@@ -138,8 +156,10 @@ def fake_quantize(
     """Return a copy of ``model`` with every grouped layer replaced by a FakeQuantLayer.
 
     ``groups`` maps layer-group names (the plan's keys) to module names, where
-    ``name[a:b]`` means output rows a..b of a fused layer. ``neurons`` maps groups
-    to the spiking neurons whose membrane takes the group's ``v_bits``. The copy's
+    ``name[a:b]`` means output rows a..b of a fused layer; a member that holds recurrent
+    state (:func:`holds_state`: a selective scan) takes its group's ``v_bits`` instead.
+    ``neurons`` maps groups to the spiking neurons whose membrane takes the group's
+    ``v_bits``. The copy's
     activation quantizers still need calibration (see ``bitnas.evaluators.ptq``).
     """
     missing = set(groups) - set(plan.layers)
@@ -155,8 +175,14 @@ def fake_quantize(
             name, rows = split_member(member)
             parts.setdefault(name, []).append((rows, plan[group]))
     for name, module_parts in parts.items():
+        module = qmodel.get_submodule(name)
+        if not quantizable(module) and holds_state(module):  # its group's bits are its state's
+            v_bits = module_parts[0][1].v_bits
+            if v_bits < FLOAT_BITS:
+                _set(qmodel, name, module.with_state_bits(v_bits))
+            continue
         module_parts.sort(key=lambda p: -1 if p[0] is None else p[0].start)
-        _set(qmodel, name, FakeQuantLayer(qmodel.get_submodule(name), module_parts))
+        _set(qmodel, name, FakeQuantLayer(module, module_parts))
     for group, names in (neurons or {}).items():
         v_bits = plan[group].v_bits
         if v_bits >= FLOAT_BITS:

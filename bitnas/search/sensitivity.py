@@ -49,7 +49,9 @@ def _group_weights(model: nn.Module, groups: Mapping[str, Sequence[str]]
         parts = []
         for member in members:
             name, rows = split_member(member)
-            parts.append((model.get_submodule(name).weight, rows))
+            weight = getattr(model.get_submodule(name), "weight", None)
+            if isinstance(weight, torch.Tensor):  # a member without weights (a scan) has none
+                parts.append((weight, rows))
         out[g] = parts
     return out
 
@@ -139,6 +141,6 @@ def estimate(model: nn.Module, groups: Mapping[str, Sequence[str]], batch: Split
     counts = {g: sum(_rows(w, rows).numel() for w, rows in parts) for g, parts in weights.items()}
     return Sensitivity(
         estimator=used,
-        trace={g: max(trace[g], 0.0) / counts[g] for g in weights},
+        trace={g: max(trace[g], 0.0) / counts[g] if counts[g] else 0.0 for g in weights},
         perturbation=perturbations(model, groups, choices),
     )

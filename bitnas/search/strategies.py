@@ -286,7 +286,11 @@ def _ilp_front(ctx, spec, base: dict, n_plans: int, field: str) -> tuple[list[di
     space = ctx.space
     prec = space.precision
     cand = space.suggest(FixedTrial(base))
-    groups, _ = ctx.structure(cand)
+    all_groups, workload = ctx.structure(cand)
+    members = {g: [w for w in workload if (w.group or w.name) == g and w.weighted and not w.folded]
+               for g in all_groups}
+    # the groups with weights to choose for (a scan state's group keeps the base's bits)
+    groups = {g: names for g, names in all_groups.items() if members[g]}
     per_group = {g: prec.weight_choices(g) for g in groups}
     choices = list(dict.fromkeys(c for cs in per_group.values() for c in cs))
     model, _ = ctx.fp_model(cand)
@@ -302,9 +306,6 @@ def _ilp_front(ctx, spec, base: dict, n_plans: int, field: str) -> tuple[list[di
     base_cost = ctx.cost(cand)
     scheme = ctx.hardware.scheme_key
     broken_before = {k for k, v in base_cost.violations.items() if v > 0} | {scheme}
-    _, workload = ctx.structure(cand)
-    members = {g: [w for w in workload if (w.group or w.name) == g and w.weighted and not w.folded]
-               for g in groups}
 
     def runs(g: str, c) -> bool:  # the hardware runs the group under the choice's scheme
         lq = space.suggest(FixedTrial(with_choice(base, g, c))).plan[g]

@@ -145,6 +145,8 @@ def test_more_bits_never_cost_less(name):
         a = model.cost(TWO_LAYERS, plan)
         b = model.cost(TWO_LAYERS, QuantPlan(bumped))
         for f in COST_FIELDS:
+            if field == "w_bits" and f in model.fields_falling_as_weight_bits_grow:
+                continue  # declared by the model (an MCU unpacks sub-byte weights)
             assert b.value(f) >= a.value(f) - 1e-18, (f, plan.to_dict(), bumped)
 
 
@@ -205,6 +207,6 @@ def test_a_kind_the_model_does_not_know_is_refused(name):
     from bitnas.errors import BitnasError
     from tests.hardware_models.workloads import PLAN
 
-    scan = LayerWorkload("ssm", "scan", macs=10, params=0, in_elems=4, out_elems=4, group="g")
-    with pytest.raises(BitnasError, match=f"hardware {name} cannot price 'scan' ops \\(op ssm\\)"):
-        HARDWARE.create(name).cost([scan], PLAN)
+    fft = LayerWorkload("spectrum", "fft", macs=10, params=0, in_elems=4, out_elems=4, group="g")
+    with pytest.raises(BitnasError, match=f"hardware {name} cannot price 'fft' ops \\(op spectrum\\)"):
+        HARDWARE.create(name).cost([fft], PLAN)
