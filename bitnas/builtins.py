@@ -9,14 +9,15 @@ the same groups instead.
 
 MODULES: dict[str, tuple[str, ...]] = {
     "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.ai8x",
-                      "bitnas.spaces.transformer"),
+                      "bitnas.spaces.transformer", "bitnas.spaces.mamba"),
     "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot", "bitnas.quantizers.ai8x",
                           "bitnas.quantizers.nonuniform", "bitnas.quantizers.series",
                           "bitnas.quantizers.codebook"),
     "bitnas.tasks": ("bitnas.evaluators.digits", "bitnas.evaluators.event_digits",
                      "bitnas.evaluators.event_datasets", "bitnas.evaluators.images"),
     "bitnas.hardware": ("bitnas.hardware_models.generic45nm", "bitnas.hardware_models.snn45nm",
-                        "bitnas.hardware_models.loihi", "bitnas.hardware_models.max7800x"),
+                        "bitnas.hardware_models.loihi", "bitnas.hardware_models.max7800x",
+                        "bitnas.hardware_models.mcu"),
     "bitnas.strategies": ("bitnas.search.strategies",),
     "bitnas.experiments": ("bitnas.experiments.spiking_vit_hq", "bitnas.experiments.dex",
                            "bitnas.experiments.fp_xint", "bitnas.experiments.nonuniform_ptq",

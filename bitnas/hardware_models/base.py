@@ -35,12 +35,17 @@ ENERGY_FIELDS = ("compute_energy_j", "weight_energy_j", "act_energy_j", "state_e
 SHARED_FIELDS = ("rom_bytes",)
 #: every bit-width a plan may hold
 ALL_WEIGHT_BITS = frozenset([*range(1, MAX_INT_BITS + 1), FLOAT_BITS])
-#: the op kinds with weights (they hold the group's w_bits and run its quantizer's compute)
-WEIGHTED_KINDS = frozenset({"conv1d", "conv2d", "linear"})
+#: the op kinds with weights (they hold the group's w_bits and run its quantizer's compute);
+#: "param" is a parameter tensor another op reads (a selective scan's A and D): stored and
+#: read at the group's bits, no work of its own (``macs`` 0)
+WEIGHTED_KINDS = frozenset({"conv1d", "conv2d", "linear", "param"})
 #: every op kind a workload may hold (LayerWorkload.kind): weighted layers; "matmul", products of
-#: two activations (attention); "pool"; "norm"; "eltwise", element-wise adds (residuals). A model
-#: refuses a kind it does not price (:func:`refuse_kind`), never costs it as a weighted MAC.
-OP_KINDS = WEIGHTED_KINDS | {"matmul", "pool", "norm", "eltwise"}
+#: two activations (attention); "pool"; "norm"; "eltwise", element-wise adds (residuals); "scan",
+#: a selective scan (Mamba): ``timesteps`` steps of ``macs`` multiply-adds of its state (at the
+#: group's ``v_bits``) with its inputs (at ``a_bits``), its ``state_elems`` read and written every
+#: step. A model refuses a kind it does not price (:func:`refuse_kind`), never costs it as a
+#: weighted MAC.
+OP_KINDS = WEIGHTED_KINDS | {"matmul", "pool", "norm", "eltwise", "scan"}
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,8 @@ class HardwareModel(ABC):
       quantizers need a kind in neither set;
     - ``extra_cost_fields``: cost fields beyond the base four and the energy parts,
       which :meth:`cost` fills into ``Cost.fields``;
+    - ``fields_falling_as_weight_bits_grow``: the fields that may fall as weight bits grow
+      (every other field never falls when any bit grows);
     - ``activity_fields``: the cost fields that depend on measured activity; their
       bounds are checked once the spikes are measured.
     """
@@ -217,6 +224,11 @@ class HardwareModel(ABC):
     compute_kinds: ClassVar[frozenset[ComputeKind]] = frozenset({ComputeKind.MULTIPLY, ComputeKind.SHIFT})
     infeasible_kinds: ClassVar[frozenset[ComputeKind]] = frozenset()
     extra_cost_fields: ClassVar[tuple[str, ...]] = ()
+    #: cost fields that may fall when a weight's bits grow, where the target really is faster at
+    #: its native width (a microcontroller unpacks 4-bit and 1-2-bit weights to 16 bits before
+    #: its int8 kernels run them); the contract suite exempts exactly these, and only for
+    #: weight bits
+    fields_falling_as_weight_bits_grow: ClassVar[tuple[str, ...]] = ()
     #: the model's constants, in hardware_models/data/; the spec's [hardware] may override them
     constants_file: ClassVar[str | None] = None
     #: the registered name, set by subclasses (for messages)

@@ -90,6 +90,8 @@ def test_no_cost_field_decreases_when_a_bit_grows(name, quantizer):
         for what, plan in grown:
             after = values(plan)
             for f in fields:
+                if "w_bits" in what and f in model.fields_falling_as_weight_bits_grow:
+                    continue  # declared: the target is faster at its native weight width
                 assert after[f] >= base[f] * (1 - 1e-9), (
                     f"{name}: {f} falls from {base[f]} to {after[f]} when {what} grows "
                     f"(w0={w0}, w1={w1}, {quantizer})")
