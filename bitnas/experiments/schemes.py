@@ -75,6 +75,7 @@ def measure(ctx: SearchContext, choice: WeightChoice, *, sqnr: bool = False, qat
     metrics, timing, cost = ctx.evaluate(cand, qat=True if qat else None)
     row = {"scheme": choice.quantizer, "w_bits": choice.w_bits, "options": dict(choice.options),
            "accuracy": metrics["accuracy"], "test_accuracy": metrics.get("test_accuracy"),
+           "macro_f1": metrics.get("macro_f1"), "test_macro_f1": metrics.get("test_macro_f1"),
            "fp_accuracy": ctx.fp_metrics(cand)["accuracy"],
            "fp_test_accuracy": ctx.fp_metrics(cand).get("test_accuracy"),
            **{k: v for k, v in cost.values().items()}, "seconds": sum(timing.values())}
