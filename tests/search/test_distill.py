@@ -80,3 +80,29 @@ def test_distillation_helps_a_two_bit_student_on_the_generated_house(tmp_path):
                             cache_dir=tmp_path / "fp_cache")
         f1[kd] = measure(ctx, WeightChoice(2, "uniform"), qat=True)["test_macro_f1"]
     assert f1[True] > f1[False] + 0.05, f1
+
+
+def test_distillation_composes_with_promotion(tmp_path):
+    """qat = "promote": only the promoted candidates are fine-tuned, and those with the teacher."""
+    from bitnas.search.study import run_search
+
+    raw = {**SPEC, "study": {"name": "kdp", "trials": 4, "seed": 0, "strategy": "random"},
+           "space": {**SPEC["space"], "w_bits": [2, 4, 8]},
+           "task": {**SPEC["task"], "qat": "promote", "qat_epochs": 1, "epochs": 5}}
+    calls = []
+    import bitnas.search.context as context
+
+    real = context.train_fp
+
+    def spy(model, *args, teacher=None, **kwargs):
+        calls.append(teacher is not None)
+        return real(model, *args, teacher=teacher, **kwargs)
+
+    context.train_fp = spy
+    try:
+        result = run_search(StudySpec.from_dict(raw), tmp_path / "run", log=lambda m: None)
+    finally:
+        context.train_fp = real
+    qat = [t.user_attrs["metrics"]["qat"] for t in result.study.trials if "metrics" in t.user_attrs]
+    # FP and teacher training run without a teacher; every QAT fine-tune runs with it
+    assert sum(calls) == sum(q == 1.0 for q in qat) > 0
