@@ -510,7 +510,8 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     if train_cfg.kd:  # the teacher must build (it is trained only when the first QAT runs)
         teacher_name = train_cfg.teacher_space or space["name"]
         teacher_space = SPACES.create(SPACES.check(teacher_name, "task.teacher_space"),
-                                      input_shape=task_obj.input_shape, num_classes=task_obj.num_classes)
+                                      input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,
+                                      **(space_opts if teacher_name == space["name"] else {}))
         try:
             teacher_space.build(dict(train_cfg.teacher))
         except (KeyError, TypeError, ValueError) as e:

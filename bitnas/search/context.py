@@ -181,7 +181,10 @@ class SearchContext:
         if self._teacher is None:
             cfg = self.train_cfg
             name = cfg.teacher_space or self.spec.space["name"]
-            space = SPACES.create(name, input_shape=self.task.input_shape, num_classes=self.task.num_classes)
+            # the study's own space keeps its options (an input encoding, time steps)
+            options = self.spec.space_options() if name == self.spec.space["name"] else {}
+            space = SPACES.create(name, input_shape=self.task.input_shape, num_classes=self.task.num_classes,
+                                  **options)
             arch = dict(cfg.teacher)
             try:
                 space.build(arch)
@@ -190,7 +193,8 @@ class SearchContext:
                                   f"({type(e).__name__}: {e}); give its arch knobs as a trial stores "
                                   "them") from None
             epochs = cfg.teacher_epochs or cfg.epochs
-            identity = {"teacher": name, "arch": arch, "task": self.spec.task["name"],
+            identity = {"teacher": name, "space_options": options, "arch": arch,
+                        "task": self.spec.task["name"],
                         "task_options": self.spec.task_options(),
                         "train": {**{k: getattr(cfg, k) for k in cfg.FP_FIELDS}, "epochs": epochs},
                         "seed": self.spec.seed}
