@@ -8,6 +8,7 @@ the .tes file is then the test split, and ``test_fraction`` is not used.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,10 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
 
 
+#: generated splits by (task class, options, seed): see DigitsTask.load
+_GENERATED: dict[tuple[str, str, int], TaskData] = {}
+
+
 @TASKS.register("digits")
 class DigitsTask(Task):
     """Handwritten digits 8x8, 10 classes (scikit-learn's copy, or UCI optdigits files)."""
@@ -76,6 +81,17 @@ class DigitsTask(Task):
         self.options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "path": path}
 
     def load(self, seed: int) -> TaskData:
+        """The splits for ``seed``. Generated data (no ``path``) is made once per process and
+        options: event frames of the same digits take seconds, and an experiment builds
+        several contexts on the same task (the tensors are shared: never modify them)."""
+        if self.options["path"] is None:
+            key = (type(self).__qualname__, json.dumps(self.options, sort_keys=True), seed)
+            if key not in _GENERATED:
+                _GENERATED[key] = self._checked_load(seed)
+            return _GENERATED[key]
+        return self._checked_load(seed)
+
+    def _checked_load(self, seed: int) -> TaskData:
         try:
             return self._load(seed)
         except ValueError as e:  # scikit-learn's split refuses too few images per class
