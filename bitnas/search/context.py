@@ -203,9 +203,11 @@ class SearchContext:
                 torch.manual_seed(self.spec.seed)
                 return space.build(arch)
 
+            checkpoint = self.fp_cache.checkpoint_path(identity)  # a killed run resumes training
+
             model, _ = self.fp_cache.get(identity, build,
                                          lambda m: train_fp(m, self.data.train, cfg, self.spec.seed,
-                                                            epochs=epochs))
+                                                            epochs=epochs, checkpoint=checkpoint))
             self._teacher = (model, self.evaluator.evaluate(model))
         return self._teacher
 

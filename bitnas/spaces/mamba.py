@@ -92,7 +92,11 @@ def scan_reference(x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Te
 
 
 class SelectiveScan(nn.Module):
-    """The selective scan, step by step over the tokens, all channels at once."""
+    """The selective scan over ``channels`` (d_inner), step by step over the tokens."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
 
     def step_state(self, h: Tensor) -> Tensor:
         """The new state as stored (float here; rounded in :class:`QuantSelectiveScan`)."""
@@ -109,33 +113,36 @@ class SelectiveScan(nn.Module):
         return torch.stack(ys, dim=1) + x * d
 
     def with_state_bits(self, bits: int) -> QuantSelectiveScan:
-        return QuantSelectiveScan(bits)
+        return QuantSelectiveScan(self.channels, bits)
 
 
 class QuantSelectiveScan(SelectiveScan):
     """The scan with its state rounded after every step to ``bits`` (symmetric, one step per
     channel from the largest |h| seen while ``observing``), straight-through for QAT."""
 
-    def __init__(self, bits: int) -> None:
-        super().__init__()
+    def __init__(self, channels: int, bits: int) -> None:
+        super().__init__(channels)
         self.bits = bits
         self.observing = False
-        self.register_buffer("top", torch.zeros(0))
+        #: the largest |h| seen per channel while observing; ``calibrated`` once any was seen
+        #: (fixed shapes, so a calibrated model's state dict loads into a fresh copy)
+        self.register_buffer("top", torch.zeros(channels))
+        self.register_buffer("calibrated", torch.tensor(False))
 
     def step_state(self, h: Tensor) -> Tensor:
         if self.observing:
-            seen = h.detach().abs().amax(dim=(0, 2))
-            self.top = seen if self.top.numel() == 0 else torch.maximum(self.top, seen)
+            self.top = torch.maximum(self.top, h.detach().abs().amax(dim=(0, 2)))
+            self.calibrated = torch.tensor(True)
             return h
-        if self.top.numel() == 0:
-            raise RuntimeError("QuantSelectiveScan used before calibration")
+        if not bool(self.calibrated):
+            raise RuntimeError("QuantSelectiveScan used before calibration (bitnas.evaluators.ptq.calibrate)")
         qmax = 2 ** (self.bits - 1) - 1
         step = (self.top / qmax).clamp_min(1e-12).view(1, -1, 1)
         hq = torch.clamp(torch.round(h / step), -qmax, qmax) * step
         return h + (hq - h).detach()
 
     def with_state_bits(self, bits: int) -> QuantSelectiveScan:
-        return QuantSelectiveScan(bits)
+        return QuantSelectiveScan(self.channels, bits)
 
 
 class Mixer(nn.Module):
@@ -156,7 +163,7 @@ class Mixer(nn.Module):
         self.A = ScanParam(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1),
                            negative_exp=True)
         self.D = ScanParam(torch.ones(1, di), negative_exp=False)
-        self.scan = SelectiveScan()
+        self.scan = SelectiveScan(di)
         self.out_proj = nn.Linear(di, d_model, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:

@@ -28,12 +28,12 @@ def _inputs(seed=0, batch=2, steps=5, di=3, ds=4):
 
 def test_the_scan_matches_the_reference_loop_in_float():
     args = _inputs()
-    assert torch.allclose(SelectiveScan()(*args), scan_reference(*args), atol=1e-5)
+    assert torch.allclose(SelectiveScan(3)(*args), scan_reference(*args), atol=1e-5)
 
 
 def test_the_quantized_state_matches_the_reference_loop_rounding_every_step():
     args = _inputs(1)
-    q = QuantSelectiveScan(4)
+    q = QuantSelectiveScan(3, 4)
     q.observing = True
     q(*args)
     q.observing = False
@@ -45,7 +45,20 @@ def test_the_quantized_state_matches_the_reference_loop_rounding_every_step():
 
     expect = scan_reference(*args, quantize=round_state)
     assert torch.allclose(q(*args), expect, atol=1e-4)
-    assert not torch.allclose(q(*args), SelectiveScan()(*args), atol=1e-3)  # the state bits matter
+    assert not torch.allclose(q(*args), SelectiveScan(3)(*args), atol=1e-3)  # the state bits matter
+
+
+def test_a_calibrated_state_loads_into_a_fresh_copy():
+    args = _inputs(2)
+    q = QuantSelectiveScan(3, 6)
+    q.observing = True
+    q(*args)
+    q.observing = False
+    fresh = SelectiveScan(3).with_state_bits(6)
+    with pytest.raises(RuntimeError, match="before calibration"):
+        fresh(*args)
+    fresh.load_state_dict(q.state_dict())
+    assert torch.equal(fresh(*args), q(*args))
 
 
 def _space(**options):
