@@ -8,16 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from bitnas.plan import QuantPlan
-from bitnas.quantizers import fake_quant_layers, fake_quantize, weights_fixed
+from bitnas.quantizers import fake_quantize, weights_fixed
 
 
 @torch.no_grad()
 def calibrate(qmodel: nn.Module, batches: list[Tensor]) -> nn.Module:
     """Record each activation quantizer's range (and any other module's with an
     ``observing`` flag, such as a quantized scan state) over ``batches`` (float upstream)."""
-    acts = [act for layer in fake_quant_layers(qmodel) for act in layer.acts]
-    # and any other module that calibrates a range (a quantized scan state)
-    acts += [m for m in qmodel.modules() if hasattr(m, "observing") and all(m is not a for a in acts)]
+    # every fake-quant layer's activation quantizers, and any other module that calibrates a range
+    # (a quantized scan state): they all declare ``observing``
+    acts = [m for m in qmodel.modules() if hasattr(m, "observing")]
     for a in acts:
         a.observing = True
     qmodel.eval()

@@ -78,7 +78,7 @@ def measure(ctx: SearchContext, choice: WeightChoice, *, sqnr: bool = False, qat
            "macro_f1": metrics.get("macro_f1"), "test_macro_f1": metrics.get("test_macro_f1"),
            "fp_accuracy": ctx.fp_metrics(cand)["accuracy"],
            "fp_test_accuracy": ctx.fp_metrics(cand).get("test_accuracy"),
-           **{k: v for k, v in cost.values().items()}, "seconds": sum(timing.values())}
+           **cost.values(), "seconds": sum(timing.values())}
     if sqnr:
         row["sqnr_db"] = sqnr_db(ctx, cand)
     return row

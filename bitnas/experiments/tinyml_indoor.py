@@ -29,6 +29,7 @@ from optuna.trial import FixedTrial
 
 from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
 from bitnas.experiments.schemes import measure, pct, plan_params, took, write_report
+from bitnas.hardware_models.base import Cost
 from bitnas.plan import FLOAT_BITS, describe_arch, describe_plan
 from bitnas.registry import EXPERIMENTS
 from bitnas.search.context import SearchContext
@@ -76,7 +77,7 @@ def _front(result: Any, label: str) -> list[dict[str, Any]]:
     rows = []
     for t in front_trials(result.study):
         cand, metrics, cost = t.user_attrs["candidate"], t.user_attrs["metrics"], t.user_attrs["cost"]
-        values = {**cost, **cost.get("fields", {})}
+        values = Cost.from_dict(cost).values()
         rows.append({**_row(f"{label}, trial {t.number}", {**metrics, **values},
                             describe_plan(cand["plan"]), describe_arch(cand["arch"])), "trial": t.number})
     return sorted(rows, key=lambda r: r["flash_bytes"])

@@ -223,10 +223,6 @@ class MambaSpace(SearchSpace):
         self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
         self.precision.check_groups(set(self.all_groups()))
 
-    @property
-    def tokens(self) -> int:
-        return math.prod(self.input_shape[:-1]) if len(self.input_shape) > 1 else 1
-
     def all_groups(self) -> list[str]:
         return self.group_names(max(self.layers))
 

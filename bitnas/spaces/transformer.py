@@ -180,6 +180,3 @@ class TinyTransformerSpace(SearchSpace):
                 groups[f"block{i}.{part}"] = [f"3.{i}.{name}"]
         groups["head"] = ["6"]
         return groups
-
-    def example_input(self) -> Tensor:
-        return torch.zeros(1, *self.input_shape)

@@ -31,12 +31,17 @@ def test_the_scan_matches_the_reference_loop_in_float():
     assert torch.allclose(SelectiveScan(3)(*args), scan_reference(*args), atol=1e-5)
 
 
+def _calibrated(scan, args):
+    """The scan after one observing pass over ``args`` (what calibration does)."""
+    scan.observing = True
+    scan(*args)
+    scan.observing = False
+    return scan
+
+
 def test_the_quantized_state_matches_the_reference_loop_rounding_every_step():
     args = _inputs(1)
-    q = QuantSelectiveScan(3, 4)
-    q.observing = True
-    q(*args)
-    q.observing = False
+    q = _calibrated(QuantSelectiveScan(3, 4), args)
     step = (q.top / 7).clamp_min(1e-12)
 
     def round_state(v, channel):
@@ -50,10 +55,7 @@ def test_the_quantized_state_matches_the_reference_loop_rounding_every_step():
 
 def test_a_calibrated_state_loads_into_a_fresh_copy():
     args = _inputs(2)
-    q = QuantSelectiveScan(3, 6)
-    q.observing = True
-    q(*args)
-    q.observing = False
+    q = _calibrated(QuantSelectiveScan(3, 6), args)
     fresh = SelectiveScan(3).with_state_bits(6)
     with pytest.raises(RuntimeError, match="before calibration"):
         fresh(*args)
