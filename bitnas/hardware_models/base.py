@@ -43,9 +43,11 @@ WEIGHTED_KINDS = frozenset({"conv1d", "conv2d", "linear", "param"})
 #: two activations (attention); "pool"; "norm"; "eltwise", element-wise adds (residuals); "scan",
 #: a selective scan (Mamba): ``timesteps`` steps of ``macs`` multiply-adds of its state (at the
 #: group's ``v_bits``) with its inputs (at ``a_bits``), its ``state_elems`` read and written every
-#: step. A model refuses a kind it does not price (:func:`refuse_kind`), never costs it as a
+#: step; "act", an element-wise function (``macs`` evaluations: an exp, a SiLU, a softplus,
+#: softmax's exp-and-scale, a gate's product), which a ReLU fused into its layer's clamp is not.
+#: A model refuses a kind it does not price (:func:`refuse_kind`), never costs it as a
 #: weighted MAC.
-OP_KINDS = WEIGHTED_KINDS | {"matmul", "pool", "norm", "eltwise", "scan"}
+OP_KINDS = WEIGHTED_KINDS | {"matmul", "pool", "norm", "eltwise", "scan", "act"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class LayerWorkload:
     """What one counted op does in one inference (batch 1), independent of bits.
 
     ``macs`` is the op's work per sample and step: products for the weighted kinds and
-    "matmul", adds or compares for "pool" and "eltwise", multiply-adds for "norm". Ops
+    "matmul", adds or compares for "pool" and "eltwise", multiply-adds for "norm", function
+    evaluations for "act". Ops
     without weights have ``params = 0``: no weight storage, no weight energy.
     """
 
@@ -92,6 +95,11 @@ class LayerWorkload:
     stride: tuple[int, ...] = ()
     padding: tuple[int, ...] = ()
     channel_groups: int = 1
+    #: how many of its ``timesteps`` have their inputs and outputs live at once: 1 where the
+    #: op runs step by step (a spiking layer at each time step); all of them where the ops
+    #: before it made every step's input at once (a selective scan reads the whole sequence
+    #: its projections made, and writes every step's output before the next op runs)
+    live_steps: int = 1
 
     @property
     def weighted(self) -> bool:
@@ -371,13 +379,15 @@ def act_width(lq: LayerQuant) -> int:
 def act_bits_per_layer(workload: Sequence[LayerWorkload], in_bits: Sequence[int],
                        last_out_bits: int = 32) -> list[int]:
     """Activation bits each op holds while it runs: its input (``in_bits`` per element) and its
-    output (at the width the next op reads it, ``last_out_bits`` after the last). A folded op
+    output (at the width the next op reads it, ``last_out_bits`` after the last), of each of
+    its ``live_steps``. A folded op
     does not exist at inference: it holds nothing and is skipped as "next"."""
     live = [i for i, w in enumerate(workload) if not w.folded]
     out = [0] * len(workload)
     for pos, i in enumerate(live):
         nxt = in_bits[live[pos + 1]] if pos + 1 < len(live) else last_out_bits
-        out[i] = workload[i].in_elems * in_bits[i] + workload[i].out_elems * nxt
+        w = workload[i]
+        out[i] = w.live_steps * (w.in_elems * in_bits[i] + w.out_elems * nxt)
     return out
 
 

@@ -14,6 +14,9 @@ Per op, with w and a the group's weight and activation bits (kinds: see ``OP_KIN
   step (state energy, at the activation memory's per-bit energy; the state is live
   throughout, so it counts in ``peak_act_bytes``); a scan's parameters ("param") are
   weights read once, with no work of their own;
+- an element-wise function ("act": an exp, SiLU, softplus, softmax's exp-and-scale, a gate)
+  costs a multiply-add at a x a bits per evaluation (an estimate: a table lookup with a
+  linear interpolation, no published per-function figure at 45 nm);
 - a norm costs a multiply-add per element at a x a bits, except a BatchNorm that folds
   into the preceding layer at inference (``folded``): no work, only the bias it leaves on
   a layer that had none (stored and read with the weights);
@@ -144,6 +147,8 @@ class Generic45nm(HardwareModel):
             return (c["fp32_add_pj"] if a >= FLOAT_BITS else c["int32_add_pj"] * a / 32), 1
         if layer.kind == "norm":
             return (0.0 if layer.folded else sum(self.mac_energy_pj(a, a, 1))), 1
+        if layer.kind == "act":
+            return sum(self.mac_energy_pj(a, a, 1)), 1
         if layer.kind == "scan":  # the state (v bits) times the step's inputs (a bits)
             return sum(self.mac_energy_pj(min(lq.v_bits, FLOAT_BITS), a, layer.fan_in)), 1
         raise refuse_kind(self, layer, OP_KINDS)

@@ -97,19 +97,21 @@ class Loihi(HardwareModel):
         lqs = layer_quants(workload, plan)
         for w, lq, wbits in zip(workload, lqs, weight_bits_per_layer(workload, lqs), strict=True):
             passes = 1
+            unpriced = {"scan", "param", "act"}
             if w.kind == "param":
-                raise refuse_kind(self, w, OP_KINDS - {"scan", "param"}, ": a scan's parameter")
+                raise refuse_kind(self, w, OP_KINDS - unpriced, ": a scan's parameter")
             if w.weighted:
                 # a synaptic op adds an integer weight, multiply and shift alike; each pass of a
                 # multi-pass scheme delivers the spike again (a spike is its own activation terms)
                 passes = self.compute_of(lq).on_spikes().passes
                 max_w_bits = max(max_w_bits, lq.w_bits)
             elif w.kind == "norm" and not w.folded:
-                raise refuse_kind(self, w, OP_KINDS - {"norm", "scan", "param"},
+                raise refuse_kind(self, w, OP_KINDS - unpriced - {"norm"},
                                   ": a normalization that does not fold into weights")
-            elif w.kind not in OP_KINDS or w.kind == "scan":
-                raise refuse_kind(self, w, OP_KINDS - {"scan", "param"},
-                                  ": a selective scan is not a spiking op" if w.kind == "scan" else "")
+            elif w.kind not in OP_KINDS or w.kind in unpriced:
+                why = {"scan": ": a selective scan is not a spiking op",
+                       "act": ": a neuromorphic core has no element-wise function units"}
+                raise refuse_kind(self, w, OP_KINDS - unpriced, why.get(w.kind, ""))
             weight_bits_all += wbits
             rate = 1.0 if w.in_spike_rate is None else w.in_spike_rate
             synops = 0.0 if w.folded else passes * rate * w.timesteps * w.macs

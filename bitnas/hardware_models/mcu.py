@@ -59,7 +59,9 @@ the second operand per 2 MACs, plus ``out(a)`` per output; a pool
 ``pool_out_instr`` per output; an element-wise add (``arm_elementwise_add_s8``: three
 requantizations per element) ``eltwise_instr`` per add; a norm that folds into the layer
 before it (``folded``) costs nothing (its shift is that layer's bias), any other norm
-``norm_instr`` per element; a selective scan (kind ``"scan"``, Mamba) ``scan_mac_instr``
+``norm_instr`` per element; an element-wise function (``"act"``: an exp, SiLU, softplus,
+softmax) ``act_fn_instr`` per evaluation (a lookup table) or ``act_fn_float_instr`` in float
+(libm), both estimates; a selective scan (kind ``"scan"``, Mamba) ``scan_mac_instr``
 per multiply-add of its state (the group's v bits) with its inputs (a bits), the FPU's
 ``fp32_mac_instr`` where either is 32 (float); a scan's parameters (kind ``"param"``, its
 A and D) are stored like weights and do no work of their own (the scan's multiply-adds
@@ -295,6 +297,13 @@ class CortexM(HardwareModel):
         parts = (("mac", layer.macs * mac), ("call", c["op_call_instr"]))
         return OpInstructions("scan", sum(v for _, v in parts), parts=parts)
 
+    def _act(self, layer: LayerWorkload, lq: LayerQuant) -> OpInstructions:
+        """An element-wise function: a table lookup per evaluation at 8 or 16 bits, libm in float."""
+        c = self.c
+        per = c["act_fn_float_instr"] if lq.a_bits >= FLOAT_BITS else c["act_fn_instr"]
+        parts = (("mac", layer.macs * per), ("call", c["op_call_instr"]))
+        return OpInstructions("act", sum(v for _, v in parts), parts=parts)
+
     def _param(self, layer: LayerWorkload, lq: LayerQuant) -> OpInstructions:
         """A parameter another op reads (a scan's A and D): stored, no work of its own."""
         self.compute_of(lq)  # refuse a scheme this model cannot price
@@ -309,7 +318,7 @@ class CortexM(HardwareModel):
             "pool": self._elementwise("pool", "pool_instr", "pool_out_instr"),
             "eltwise": self._elementwise("eltwise", "eltwise_instr"),
             "norm": self._elementwise("norm", "norm_instr"),
-            "scan": self._scan, "param": self._param,
+            "scan": self._scan, "param": self._param, "act": self._act,
         }
 
     def instructions(self, layer: LayerWorkload, lq: LayerQuant) -> OpInstructions:

@@ -23,7 +23,9 @@ steps the op runs (kinds: see ``OP_KINDS``):
   read and written every step like a membrane; "param" (the scan's A and D): weights;
 - "norm": a BatchNorm that folds into the preceding layer (``folded``) does no work (the
   bias it leaves on a layer that had none is stored and read with the weights);
-  any other norm a multiply-add per element at E_MAC(a, a).
+  any other norm a multiply-add per element at E_MAC(a, a);
+- "act" (an element-wise function: an exp, SiLU, softplus, softmax): a multiply-add per
+  evaluation at E_MAC(a, a), an estimate (SpikingJelly's counters do not count them).
 Without measured rates (the static pass before evaluation) every product is costed as
 dense multiply-accumulates and every add as done on every element: an upper bound,
 used only to check the bounds that do not depend on activity.
@@ -136,6 +138,8 @@ class SNN45nm(HardwareModel):
             return dense, self.add_pj(a), 1
         if w.kind == "norm":
             return (0.0, 0.0, 1) if w.folded else (dense, self.mac_pj(a, a, 1, MULTIPLY), 1)
+        if w.kind == "act":
+            return dense, self.mac_pj(a, a, 1, MULTIPLY), 1
         if w.kind == "scan":  # the state (v bits) times the step's inputs (a bits); its traffic below
             return dense, self.mac_pj(min(lq.v_bits, FLOAT_BITS), a, w.fan_in, MULTIPLY), 1
         raise refuse_kind(self, w, OP_KINDS)

@@ -15,8 +15,11 @@ of a module in a layer group keeps that group; any other op goes to the group of
 closest preceding grouped layer (the first ops, before any grouped layer, to the first
 group), whose LayerQuant then prices it.
 
-Left out: element-wise activations (ReLU; the spiking neurons are charged by their state,
-see ``LayerWorkload.state_elems``), reshapes, and the ops of modules without a counter,
+Element-wise functions that cost work of their own (SiLU, softplus, sigmoid, tanh, GELU as
+modules; softmax inside an attention; a selective scan's decay) are "act" ops, one function
+evaluation per element. Left out: ReLU (a clamp fused into the layer before it on every
+target; the spiking neurons are charged by their state, see ``LayerWorkload.state_elems``),
+reshapes, and the ops of modules without a counter,
 such as bitnas's own SpikingClassifier wrapper (it integrates event bins into T frames and
 averages the outputs over T: input encoding and read-out, outside the network).
 """
@@ -71,6 +74,8 @@ class Op:
     stride: tuple[int, ...] = ()
     padding: tuple[int, ...] = ()
     channel_groups: int = 1
+    #: time steps whose inputs and outputs are live at once (see LayerWorkload.live_steps)
+    live_steps: int = 1
 
 
 #: (module, inputs, output) -> the ops its forward ran
@@ -187,6 +192,14 @@ def _layer_norm(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tenso
                timesteps=_steps(out), bias_params=affine)]
 
 
+@counter(nn.SiLU, nn.Softplus, nn.Sigmoid, nn.Tanh, nn.GELU)
+def _activation(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """One function evaluation per element (an exp and a divide or a table lookup, by target)."""
+    out_elems = out[0].numel()
+    return [Op("act", macs=out_elems, in_elems=inputs[0][0].numel(), out_elems=out_elems,
+               timesteps=_steps(out))]
+
+
 # --- SpikingJelly 2.0's spiking transformers ------------------------------------------------
 
 @counter(f"{_SJ_ATTENTION}.SpikingSelfAttention")
@@ -270,12 +283,17 @@ _TT = "bitnas.spaces.transformer"
 
 @counter(f"{_TT}.SelfAttention")
 def _self_attention(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
-    """Per head (d = C / heads, L tokens): q·kᵀ (L x L, d products each) and the softmax
-    times v (L x d, L products each). Its projections are counted on their own; the
-    softmax is not counted."""
+    """Per head (d = C / heads, L tokens): q·kᵀ (the L x L scores, d products each), their
+    softmax (an exp and a scale per score: "act"), and the softmax times v (L x d, L
+    products each). The scores of every head are live between the two products. Its
+    projections are counted on their own."""
     tokens, channels = inputs[0].shape[-2], inputs[0].shape[-1]
-    return [Op("matmul", macs=2 * tokens * tokens * channels, in_elems=3 * tokens * channels,
-               out_elems=tokens * channels)]
+    scores = m.heads * tokens * tokens
+    return [Op("matmul", macs=tokens * tokens * channels, in_elems=2 * tokens * channels,
+               out_elems=scores, label="qk"),
+            Op("act", macs=scores, in_elems=scores, out_elems=scores, label="softmax"),
+            Op("matmul", macs=tokens * tokens * channels, in_elems=scores + tokens * channels,
+               out_elems=tokens * channels, label="av")]
 
 
 counter(f"{_TT}.EncoderBlock")(_residual_adds(2))  # attention's, then the MLP's
@@ -309,16 +327,26 @@ def _scan_param(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tenso
 
 @counter(f"{_MB}.SelectiveScan")
 def _selective_scan(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
-    """Per step (token) and per state element (d_inner x d_state): the decay exp(dt A) times
-    h, dt B x added, C h accumulated into y: 4 multiply-adds (the exp's evaluation is not
-    counted); per channel the skip D x: 1 more. Inputs x, dt (d_inner each), B and C
-    (d_state each); output y (d_inner); the state h (d_inner x d_state) read and written
-    every step."""
+    """Per step (token) and per state element (d_inner x d_state): the decay exp(dt A) (an
+    "act" op, one exp each), then that decay times h, dt B x added, C h accumulated into y:
+    4 multiply-adds; per channel the skip D x: 1 more. Inputs x, dt (d_inner each), B and C
+    (d_state each) and output y (d_inner) of every step are live at once (the projections
+    before it made the whole sequence; ``live_steps``); the state h (d_inner x d_state) is
+    read and written every step."""
     x, _, _, b = inputs[0], inputs[1], inputs[2], inputs[3]
     steps, d_inner, d_state = x.shape[1], x.shape[2], b.shape[2]
-    return [Op("scan", macs=4 * d_inner * d_state + d_inner, in_elems=2 * d_inner + 2 * d_state,
+    return [Op("act", macs=d_inner * d_state, in_elems=d_inner * d_state, out_elems=d_inner * d_state,
+               timesteps=steps, label="decay"),
+            Op("scan", macs=4 * d_inner * d_state + d_inner, in_elems=2 * d_inner + 2 * d_state,
                out_elems=d_inner, timesteps=steps, state_elems=d_inner * d_state,
-               in_shape=(d_inner,), out_shape=(d_inner,))]
+               in_shape=(d_inner,), out_shape=(d_inner,), live_steps=steps)]
+
+
+@counter(f"{_MB}.Gate")
+def _gate(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """y times SiLU(z): a function evaluation and a product per element."""
+    per_sample = out[0].numel()
+    return [Op("act", macs=2 * per_sample, in_elems=2 * per_sample, out_elems=per_sample)]
 
 
 def _pooled(size: int, pool: nn.MaxPool2d) -> int:
@@ -440,7 +468,8 @@ def extract_workload(model: nn.Module, example: torch.Tensor, groups: Mapping[st
                         timesteps=part.timesteps, folded=folded, module=name,
                         in_shape=part.in_shape, out_shape=part.out_shape, kernel=part.kernel,
                         stride=part.stride, padding=part.padding,
-                        channel_groups=part.channel_groups, state_elems=part.state_elems))
+                        channel_groups=part.channel_groups, state_elems=part.state_elems,
+                        live_steps=part.live_steps))
                 if op.weight_shape:
                     last_weighted_out, last_has_bias = (out.data_ptr(), out.numel()), op.bias_params > 0
 

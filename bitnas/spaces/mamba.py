@@ -28,6 +28,11 @@ quantizes the linear and convolution inputs, not the scan's. A quantized state i
 after every step to a symmetric grid of ``state_bits``, one step per channel, calibrated
 from the largest |h| seen on the calibration batches (``QuantSelectiveScan``).
 
+Counted for the cost models: the linear layers, the depthwise conv1d, the scan (its state
+h live throughout, and every step's inputs and outputs at once: the projections make the
+whole sequence before it runs), the exp of its decay, the SiLUs, the softplus and the gate
+(element-wise "act" ops), A and D (stored "param"s), the LayerNorms and residual adds.
+
 Searched (arch knobs): ``d_model``, ``d_state``, ``expand``, ``layers``.
 """
 
@@ -145,6 +150,13 @@ class QuantSelectiveScan(SelectiveScan):
         return QuantSelectiveScan(self.channels, bits)
 
 
+class Gate(nn.Module):
+    """y * silu(z): the mixer's output gate (its own module, so the cost models count it)."""
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        return y * F.silu(z)
+
+
 class Mixer(nn.Module):
     """Mamba's selective-state-space mixer (see the module docstring)."""
 
@@ -165,14 +177,16 @@ class Mixer(nn.Module):
         self.D = ScanParam(torch.ones(1, di), negative_exp=False)
         self.scan = SelectiveScan(di)
         self.out_proj = nn.Linear(di, d_model, bias=False)
+        # element-wise functions as modules: each is counted (an "act" op) where it runs
+        self.conv_act, self.dt_act, self.gate = nn.SiLU(), nn.Softplus(), Gate()
 
     def forward(self, u: Tensor) -> Tensor:
         x, z = self.in_proj(u).chunk(2, dim=-1)
-        x = F.silu(self.conv1d(F.pad(x.transpose(1, 2), (D_CONV - 1, 0))).transpose(1, 2))
+        x = self.conv_act(self.conv1d(F.pad(x.transpose(1, 2), (D_CONV - 1, 0))).transpose(1, 2))
         dt, b, c = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.softplus(self.dt_proj(dt))
+        dt = self.dt_act(self.dt_proj(dt))
         y = self.scan(x, dt, self.A(), b, c, self.D())
-        return self.out_proj(y * F.silu(z))
+        return self.out_proj(self.gate(y, z))
 
 
 class Block(nn.Module):

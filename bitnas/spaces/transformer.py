@@ -17,9 +17,10 @@ the space is made).
 
 Counted for the cost models (``bitnas.hardware_models.workload``): the linear layers, the
 LayerNorms, the attention's two activation products per head (q·kᵀ and its softmax times
-v: "matmul" ops), the position table's add and the residual adds ("eltwise"; the table
-stored at 32 bits), and the mean over tokens ("pool"). Not counted: the softmax and the
-ReLUs (element-wise), and the 1/sqrt(d) scaling (folded into q's weights on deployment).
+v: "matmul" ops) and the softmax between them (an "act" op; every head's L x L scores are
+live there), the position table's add and the residual adds ("eltwise"; the table
+stored at 32 bits), and the mean over tokens ("pool"). Not counted: the ReLUs (fused into
+the layer's output clamp), and the 1/sqrt(d) scaling (folded into q's weights on deployment).
 The fake-quant path quantizes every linear layer's input and weights; the attention's
 products take the q, k and v projections' outputs as they are (the cost models price them
 at the group's activation bits).

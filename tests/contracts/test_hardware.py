@@ -193,3 +193,55 @@ def test_passes_multiply_the_compute(name, monkeypatch):
     monkeypatch.setattr(hw_base, "quantizer_of", lambda lq: TwoPasses(real(lq)))
     two = model.cost(WORKLOAD, _plan(bits[1], bits[1], quantizer=q)).value("compute_energy_j")
     assert two > one * 1.5, f"{name}: 2 passes cost {two}, 1 pass {one}"
+
+
+#: one op of every kind a workload may hold (OP_KINDS), with its geometry
+ONE_OP = {
+    "conv1d": dict(macs=4 * 8 * 12, params=48, in_elems=32, out_elems=32, weight_shape=(4, 4, 3),
+                   in_shape=(4, 8), out_shape=(4, 8), kernel=(3,), stride=(1,), padding=(1,)),
+    "conv2d": dict(macs=8 * 8 * 8 * 27, params=8 * 27, in_elems=3 * 8 * 8, out_elems=8 * 8 * 8,
+                   weight_shape=(8, 3, 3, 3), in_shape=(3, 8, 8), out_shape=(8, 8, 8), kernel=(3, 3),
+                   stride=(1, 1), padding=(1, 1)),
+    "linear": dict(macs=160, params=160, in_elems=16, out_elems=10, weight_shape=(10, 16),
+                   in_shape=(16,), out_shape=(10,)),
+    "param": dict(macs=0, params=64, in_elems=0, out_elems=0, weight_shape=(16, 4)),
+    "matmul": dict(macs=8 * 8 * 4, params=0, in_elems=64, out_elems=64),
+    "pool": dict(macs=64 * 3, params=0, in_elems=4 * 64, out_elems=64, in_shape=(4, 8, 8),
+                 out_shape=(4, 4, 4), kernel=(2, 2), stride=(2, 2), padding=(0, 0)),
+    "norm": dict(macs=64, params=0, in_elems=64, out_elems=64),
+    "eltwise": dict(macs=64, params=0, in_elems=128, out_elems=64, in_shape=(4, 4, 4), out_shape=(4, 4, 4)),
+    "scan": dict(macs=4 * 16 * 4 + 16, params=0, in_elems=40, out_elems=16, timesteps=8, live_steps=8,
+                 state_elems=64, in_shape=(16,), out_shape=(16,)),
+    "act": dict(macs=64, params=0, in_elems=64, out_elems=64),
+}
+#: what a general-purpose model must price (the reference models and the microcontrollers)
+GENERAL = ("generic45nm", "snn45nm", "cortex_m4", "cortex_m7", "cortex_m33")
+
+
+def test_every_op_kind_has_an_example():
+    assert set(ONE_OP) == hw_base.OP_KINDS
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", sorted(hw_base.OP_KINDS))
+def test_every_op_kind_is_priced_or_refused_in_one_line(name, kind):
+    """Priced: finite, non-negative fields that do not fall as the activation or state bits
+    grow; refused: one line. The general-purpose models price every kind."""
+    model = _model(name)
+    op = LayerWorkload(f"one_{kind}", kind, group="g0", **ONE_OP[kind])
+
+    def cost(a=8, v=16):
+        return model.cost([op], QuantPlan({"g0": LayerQuant(8, a, _default_quantizer(model), v)})).values()
+
+    try:
+        base = cost()
+    except BitnasError as e:
+        assert "\n" not in str(e)
+        assert name not in GENERAL, f"{name} refuses {kind} ops: {e}"
+        return
+    assert all(math.isfinite(v) and v >= 0 for v in base.values()), base
+    grown = [cost(v=32)]
+    if model.supported_act_bits is None or 16 in model.supported_act_bits:
+        grown.append(cost(a=16))
+    for after in grown:
+        assert all(after[f] >= base[f] * (1 - 1e-9) for f in base), (kind, base, after)

@@ -208,6 +208,18 @@ def test_a_scan_is_priced_with_its_state_at_v_bits():
     both = hw.cost([a_log, scan], QuantPlan({"g": LayerQuant(8, 8, "uniform", 16)}))
     assert both.per_layer["A"]["cycles"] == 0 and both.per_layer["A"]["weight_bytes"] == 1024 + 256
     assert both.value("cycles") == cost.value("cycles") and both.weight_bytes == 1280
+    # a scan that reads the whole sequence its projections made holds every step's input and output
+    whole = hw.cost([dataclasses.replace(scan, live_steps=16)], QuantPlan({"g": LayerQuant(8, 8, "uniform", 16)}))
+    assert whole.value("ram_bytes") == 16 * 512 + 2048 and whole.value("cycles") == cost.value("cycles")
+
+
+def test_an_element_wise_function_is_a_table_lookup_or_libm():
+    hw = HARDWARE.create("cortex_m4")
+    act = LayerWorkload("silu", "act", macs=500, params=0, in_elems=500, out_elems=500, group="g")
+    fixed = hw.cost([act], QuantPlan({"g": LayerQuant(8)})).per_layer["silu"]
+    floating = hw.cost([act], QuantPlan({"g": LayerQuant(8, 32)})).per_layer["silu"]
+    assert fixed["instructions"] == 500 * 8 + 300 and floating["instructions"] == 500 * 40 + 300
+    assert fixed["ram_bytes"] == 1000 and fixed["macs"] == 0  # evaluations are not MACs
 
 
 def test_ops_without_weights_and_refusals():

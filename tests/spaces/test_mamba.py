@@ -103,6 +103,16 @@ def test_the_workload_counts_the_scan_its_state_and_its_parameters():
     # d_inner 16, d_state 4, 8 tokens: 4 multiply-adds a state element and the skip, per step
     assert (scan.kind, scan.group, scan.timesteps) == ("scan", "layer0.h", 8)
     assert scan.macs == 4 * 16 * 4 + 16 and scan.state_elems == 16 * 4
+    # every step's x, dt (16 each), B, C (4 each) and y (16) are live at once: the
+    # projections before it made the whole sequence
+    assert scan.live_steps == 8 and (scan.in_elems, scan.out_elems) == (2 * 16 + 2 * 4, 16)
+    decay = ops["2.0.mixer.scan:decay"]  # exp(dt A), per state element and step
+    assert (decay.kind, decay.macs, decay.timesteps, decay.group) == ("act", 16 * 4, 8, "layer0.h")
+    # the element-wise functions, each where it runs: SiLU after the conv, softplus after dt_proj,
+    # the gate y * silu(z) (an evaluation and a product per element)
+    assert [(w.name, w.macs) for w in ops.values() if w.kind == "act" and "scan" not in w.name] == [
+        ("2.0.mixer.conv_act", 8 * 16), ("2.0.mixer.dt_act", 8 * 16), ("2.0.mixer.gate", 2 * 8 * 16)]
+    assert ops["2.0.mixer.conv_act"].group == "layer0.conv1d" and ops["2.0.mixer.gate"].group == "layer0.h"
     assert (ops["2.0.mixer.A"].kind, ops["2.0.mixer.A"].params) == ("param", 16 * 4)
     assert ops["2.0.mixer.D"].params == 16
     assert ops["2.0.mixer.conv1d"].macs == 8 * 16 * 4  # depthwise, kernel 4, causal

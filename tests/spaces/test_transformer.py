@@ -36,7 +36,12 @@ def test_the_workload_counts_attention_norms_adds_and_the_token_mean():
     for name in ("3.0.attn.q", "3.0.attn.k", "3.0.attn.v", "3.0.attn.proj"):
         assert macs[name] == 8 * 8 * 8
     assert macs["3.0.mlp1"] == macs["3.0.mlp2"] == 8 * 8 * 16
-    assert macs["3.0.attn"] == 2 * 8 * 8 * 8 and ops["3.0.attn"].kind == "matmul"  # q.kT and attn.v
+    # per head (2 heads of 4): q.kT, 8 x 8 scores of 4 products; their softmax; the scores times v
+    qk, softmax, av = ops["3.0.attn:qk"], ops["3.0.attn:softmax"], ops["3.0.attn:av"]
+    assert (qk.kind, qk.macs, qk.out_elems) == ("matmul", 2 * 8 * 8 * 4, 2 * 8 * 8) and qk.fan_in == 4
+    assert (softmax.kind, softmax.macs, softmax.in_elems) == ("act", 2 * 8 * 8, 2 * 8 * 8)
+    assert (av.kind, av.macs, av.in_elems, av.out_elems) == ("matmul", 2 * 8 * 8 * 4, 2 * 8 * 8 + 8 * 8, 8 * 8)
+    assert av.fan_in == 8  # a sum over the 8 tokens
     assert macs["3.0"] == 2 * 8 * 8 and ops["3.0"].kind == "eltwise"  # two residual adds
     assert macs["2"] == 8 * 8 and ops["2"].bias_params == 8 * 8  # the position table, stored
     assert macs["5"] == 8 * 7 and ops["5"].kind == "pool"  # mean over 8 tokens
