@@ -209,7 +209,8 @@ def test_a_scan_is_priced_with_its_state_at_v_bits():
     assert both.per_layer["A"]["cycles"] == 0 and both.per_layer["A"]["weight_bytes"] == 1024 + 256
     assert both.value("cycles") == cost.value("cycles") and both.weight_bytes == 1280
     # a scan that reads the whole sequence its projections made holds every step's input and output
-    whole = hw.cost([dataclasses.replace(scan, live_steps=16)], QuantPlan({"g": LayerQuant(8, 8, "uniform", 16)}))
+    plan = QuantPlan({"g": LayerQuant(8, 8, "uniform", 16)})
+    whole = hw.cost([dataclasses.replace(scan, live_steps=16)], plan)
     assert whole.value("ram_bytes") == 16 * 512 + 2048 and whole.value("cycles") == cost.value("cycles")
 
 
