@@ -351,6 +351,34 @@ def _accepted(factory: Any, skip: set[str]) -> set[str]:
     return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - skip
 
 
+class _ReadKeys(dict):
+    """A dict that records which keys were read (an architecture's knobs a space's build uses)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def keys(self) -> Any:  # a build that copies or walks the dict reads every key
+        self.read.update(dict.keys(self))
+        return super().keys()
+
+    def items(self) -> Any:
+        self.read.update(dict.keys(self))
+        return super().items()
+
+    def __iter__(self) -> Any:
+        self.read.update(dict.keys(self))
+        return super().__iter__()
+
+
 def _check_kwargs(factory: Any, options: Mapping[str, Any], section: str, skip: set[str],
                   also: set[str] = frozenset()) -> None:
     """Reject option keys the registered factory does not accept (``also``: keys the
@@ -512,11 +540,16 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
         teacher_space = SPACES.create(SPACES.check(teacher_name, "task.teacher_space"),
                                       input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,
                                       **(space_opts if teacher_name == space["name"] else {}))
+        arch = _ReadKeys(train_cfg.teacher)
         try:
-            teacher_space.build(dict(train_cfg.teacher))
+            teacher_space.build(arch)
         except (KeyError, TypeError, ValueError) as e:
             raise SpecError(f"task.teacher {dict(train_cfg.teacher)} is not an architecture of space "
                             f"{teacher_name} (missing or bad {e}); give every arch knob it needs") from None
+        unread = sorted(set(dict.keys(arch)) - arch.read)
+        if unread:
+            raise SpecError(f"task.teacher sets {', '.join(unread)}, which space {teacher_name} does not "
+                            f"use (it read {', '.join(sorted(arch.read))}); remove or rename them")
     quantizers = _quantizer_options(raw.get("quantizers"), space_obj.precision.quantizers)
     if quantizers:  # again, now with the options filled into every plan
         space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,

@@ -235,6 +235,10 @@ class MambaSpace(SearchSpace):
         if min(self.state_bits) < 2:
             raise BitnasError("space.state_bits must be 2..16 or 32 (a state needs a sign and a value)")
         self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
+        states = [g for g in self.precision.group_w_bits if g.endswith(".h")]
+        if states:
+            raise BitnasError(f"space.group_w_bits sets {states[0]}, the scan state, which has no weights; "
+                              "its bits are space.state_bits")
         self.precision.check_groups(set(self.all_groups()))
 
     def all_groups(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Knowledge distillation: the loss, the spec's checks, and that it helps a small student."""
+"""Knowledge distillation: the loss, the spec's checks, that it helps a small student on the
+generated house, and that it composes with promotion."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def test_the_distillation_loss_by_hand():
     ({"kd_alpha": 1.5}, "kd_alpha must be a weight in 0..1"),
     ({"teacher": {"d_model": 64}}, "task.teacher {'d_model': 64} is not an architecture"),
     ({"teacher_space": "resnet"}, "task.teacher_space = 'resnet'"),
+    ({"teacher": {**SPEC["task"]["teacher"], "dmodel": 32}}, "task.teacher sets dmodel, which space "
+                                                             "tiny_transformer does not use"),
 ])
 def test_a_bad_distillation_setting_is_one_line(change, words):
     raw = {**SPEC, "task": {**SPEC["task"], **change}}
@@ -47,19 +50,39 @@ def test_a_bad_distillation_setting_is_one_line(change, words):
     assert "\n" not in str(e.value)
 
 
-def test_distillation_helps_a_small_two_bit_student(tmp_path):
-    """Measured (seed 0): QAT without KD 55.2 % validation, with KD from a 95.5 % teacher 73.6 %."""
+#: a small 2-bit student on the generated house B, distilled from a 64-wide 2-block teacher
+HOUSE = {
+    "study": {"name": "kd_house", "trials": 1, "seed": 0},
+    "space": {"name": "tiny_transformer", "d_model": [16], "depth": [1], "heads": [2], "mlp_ratio": [2],
+              "w_bits": [2]},
+    "task": {"name": "rssi_rooms", "house": "B", "epochs": 40, "lr": 0.003, "qat": "always",
+             "qat_epochs": 30, "qat_lr": 0.003, "kd_alpha": 0.9, "kd_temperature": 4,
+             "teacher": {"d_model": 64, "depth": 2, "heads": 4, "mlp_ratio": 2}, "teacher_epochs": 100},
+    "hardware": {"name": "cortex_m4"},
+    "objectives": [{"name": "macro_f1"}, {"name": "flash_bytes"}],
+}
+
+
+def test_distillation_helps_a_small_two_bit_student_on_the_generated_house(tmp_path):
+    """The same student, seed and QAT schedule, with and without the teacher's soft targets.
+
+    Measured, validation macro-F1 (fingerprint windows held out), without -> with KD, on
+    houses B of seeds 0..5: 0.920 -> 0.983, 0.938 -> 0.955, 0.851 -> 0.926, 0.925 -> 0.899,
+    0.934 -> 0.955, 0.932 -> 0.949 (better on 5 of 6, +2.8 points on average). On the
+    free-living recording (test) the same runs are mixed (better on 3 of 6, -0.6 points on
+    average): the teacher itself is no better than the student there on several houses
+    (teacher test macro-F1 0.72-0.89), and distillation passes its errors on."""
     from bitnas.experiments.schemes import measure
     from bitnas.search.context import SearchContext
     from bitnas.spaces.base import WeightChoice
 
-    accuracy = {}
+    f1 = {}
     for kd in (False, True):
-        spec = StudySpec.from_dict({**SPEC, "task": {**SPEC["task"], "kd": kd}})
+        spec = StudySpec.from_dict({**HOUSE, "task": {**HOUSE["task"], "kd": kd}})
         ctx = SearchContext(spec, cache_dir=tmp_path / "fp_cache")
-        accuracy[kd] = measure(ctx, WeightChoice(2, "uniform"), qat=True)["accuracy"]
-    assert ctx.teacher()[1]["accuracy"] > 0.9
-    assert accuracy[True] > accuracy[False] + 0.05, accuracy
+        f1[kd] = measure(ctx, WeightChoice(2, "uniform"), qat=True)["macro_f1"]
+    assert ctx.teacher()[1]["macro_f1"] > 0.95
+    assert f1[True] > f1[False] + 0.04, f1
 
 
 def test_distillation_composes_with_promotion(tmp_path):

@@ -144,3 +144,10 @@ def hi_pj(cost):
     from bitnas.hardware_models.generic45nm import sram_pj_per_bit
 
     return sram_pj_per_bit(cost.peak_act_bytes, HARDWARE.create("generic45nm").c)
+
+
+def test_the_state_takes_state_bits_not_group_w_bits():
+    with pytest.raises(BitnasError, match="sets layer0.h, the scan state, which has no weights; its bits "
+                                          "are space.state_bits") as e:
+        _space(group_w_bits={"layer0.h": [4]})
+    assert "\n" not in str(e.value)
