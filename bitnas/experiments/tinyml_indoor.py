@@ -96,8 +96,9 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     teacher = dict(tspec.train.teacher)
     floats = {"w_bits": [FLOAT_BITS], "a_bits": [8, FLOAT_BITS]}
     # 1. the FP teacher, in float; 2. the largest student at int8 PTQ
+    teacher_epochs = tspec.train.teacher_epochs or tspec.train.epochs  # trained as KD trains it
     fp = _variant(tspec, f"{tspec.name}_teacher", {**{k: [teacher[k]] for k in ("d_model", "depth", "heads")},
-                                                   **floats}, {"qat": "off"})
+                                                   **floats}, {"qat": "off", "epochs": teacher_epochs})
     rows = [_measured(_context(fp, out_dir), WeightChoice(FLOAT_BITS, "uniform"), "FP teacher (float)", log)]
     largest = {k: [max(tspec.space[k])] for k in ("d_model", "depth")}
     student = _variant(tspec, f"{tspec.name}_int8", {**largest, "w_bits": [8]}, {"qat": "off"})
