@@ -8,8 +8,8 @@ the same groups instead.
 """
 
 MODULES: dict[str, tuple[str, ...]] = {
-    "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.ai8x",
-                      "bitnas.spaces.transformer", "bitnas.spaces.mamba"),
+    "bitnas.spaces": ("bitnas.spaces.cnn", "bitnas.spaces.spiking", "bitnas.spaces.spiking_cnn",
+                      "bitnas.spaces.ai8x", "bitnas.spaces.transformer", "bitnas.spaces.mamba"),
     "bitnas.quantizers": ("bitnas.quantizers.uniform", "bitnas.quantizers.pot", "bitnas.quantizers.ai8x",
                           "bitnas.quantizers.nonuniform", "bitnas.quantizers.series",
                           "bitnas.quantizers.codebook"),
@@ -24,5 +24,5 @@ MODULES: dict[str, tuple[str, ...]] = {
                            "bitnas.experiments.fp_xint", "bitnas.experiments.nonuniform_ptq",
                            "bitnas.experiments.vq4all", "bitnas.experiments.tinyml_indoor"),
     "bitnas.input_transforms": ("bitnas.evaluators.dex",),
-    "bitnas.exporters": ("bitnas.exporters.ai8x",),
+    "bitnas.exporters": ("bitnas.exporters.ai8x", "bitnas.exporters.onnx", "bitnas.exporters.pytorch"),
 }

@@ -1,4 +1,5 @@
-"""The ``bitnas`` command line: search, worker, pareto, rebuild, export, reproduce, codebook, list."""
+"""The ``bitnas`` command line: search, worker, pareto, rebuild, export, report, reproduce, codebook,
+list."""
 
 from __future__ import annotations
 
@@ -133,12 +134,21 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from bitnas.search.rebuild import rebuild_trial
+    from bitnas.search.rebuild import rebuild_export, rebuild_trial
 
-    study, spec, _ = _open_existing(args.run, args.study)
-    run_dir = Path(args.run)
-    cache = run_dir / "fp_cache" if run_dir.is_dir() else None
-    out = rebuild_trial(study, spec, args.trial, cache)
+    if Path(args.run).suffix == ".pt":  # a `bitnas export --format torch` file
+        if not Path(args.run).is_file():
+            raise BitnasError(f"{args.run} not found; give the .pt file `bitnas export --format torch` wrote")
+        out = rebuild_export(Path(args.run))
+        args.trial = out["trial"]
+    else:
+        if args.trial is None:
+            raise BitnasError("bitnas rebuild RUN needs --trial N (the trial to rebuild); "
+                              "an exported FILE.pt needs none")
+        study, spec, _ = _open_existing(args.run, args.study)
+        run_dir = Path(args.run)
+        cache = run_dir / "fp_cache" if run_dir.is_dir() else None
+        out = rebuild_trial(study, spec, args.trial, cache)
     print(f"trial {args.trial}: {out['candidate'].to_json()}")
     if out["torch_threads"]:
         print(f"  rebuilt with {out['torch_threads']} torch thread(s), as the trial was evaluated")
@@ -163,8 +173,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     cache = run_dir / "fp_cache" if run_dir.is_dir() else None
     default = (run_dir if run_dir.is_dir() else Path(".")) / f"export_{args.format}"
     out = Path(args.out) if args.out else default
-    paths = export_trial(study, spec, args.trial, args.format, out, cache)
-    print(f"trial {args.trial} as {args.format}: " + ", ".join(str(p) for p in paths))
+    paths, weight_bytes = export_trial(study, spec, args.trial, args.format, out, cache)
+    files = ", ".join(f"{p} ({p.stat().st_size:,} B)" for p in paths)
+    print(f"trial {args.trial} as {args.format}: {files}; the cost model's weight_bytes: {weight_bytes:,} B")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bitnas.search.report import write_report
+    from bitnas.search.storage import mask_url
+
+    study, spec, url = _open_existing(args.run, args.study)
+    run_dir = Path(args.run)
+    # beside the study: the run directory, or the folder of a .log/.db file; for a URL, here
+    where = run_dir if run_dir.is_dir() else run_dir.parent if run_dir.is_file() else Path(".")
+    out = Path(args.out) if args.out else where / "report.html"
+    path = write_report(study, spec, out, run=args.run, study_arg=args.study, storage=mask_url(url))
+    print(f"wrote {path}")
     return 0
 
 
@@ -274,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=cmd_pareto)
 
     r = sub.add_parser("rebuild", help="rebuild one trial and measure it again")
-    r.add_argument("run", help="run directory, .log or .db file, or storage URL")
-    r.add_argument("--trial", type=int, required=True, help="trial number")
+    r.add_argument("run", help="run directory, .log or .db file, storage URL, or a FILE.pt that "
+                   "`bitnas export --format torch` wrote")
+    r.add_argument("--trial", type=int, help="trial number (not for an exported FILE.pt)")
     r.add_argument("--study", help="study name, if the storage holds several")
     r.set_defaults(func=cmd_rebuild)
 
@@ -286,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output directory (default: RUN/export_<format>)")
     ex.add_argument("--study", help="study name, if the storage holds several")
     ex.set_defaults(func=cmd_export)
+
+    rep = sub.add_parser("report", help="write one self-contained HTML page about a study (fronts, "
+                         "hypervolume, bits per layer, costs, timing)")
+    rep.add_argument("run", help="run directory, .log or .db file, or storage URL")
+    rep.add_argument("--out", help="the HTML file to write (default: RUN/report.html)")
+    rep.add_argument("--study", help="study name, if the storage holds several")
+    rep.set_defaults(func=cmd_report)
 
     rp = sub.add_parser("reproduce", help="run a paper experiment and set its figures beside the paper's")
     rp.add_argument("experiment", help="the experiment (see `bitnas list`)")

@@ -30,6 +30,8 @@ class ExportItem:
     #: the trial's number and metrics, recorded in the files where the format has room
     trial: int | None = None
     metrics: Mapping[str, float] | None = None
+    #: the study's spec (``StudySpec.to_dict()``), for a format whose reader rebuilds the model
+    spec: Mapping[str, Any] | None = None
 
 
 class Exporter(Protocol):

@@ -27,7 +27,8 @@ layer before it (``folded``) does no work (its shift is that layer's bias, store
 weights); any other norm cannot run on Loihi and is refused.
 Infeasible (``violations`` > 0): more cores than the chip has, weights wider than
 9 bits (float included), or a scheme that looks weights up in a table (``nonuniform``,
-``codebook``): a synapse holds its weight itself. Compartment state is Loihi's 24-bit membrane, or v_bits
+``codebook``): a synapse holds its weight itself. ``reasons`` name the layer (the first one
+too wide, the one that needs the most cores). Compartment state is Loihi's 24-bit membrane, or v_bits
 if narrower. ``peak_act_bytes`` is the live set (see
 :func:`~bitnas.hardware_models.base.live_peak_bytes`): the largest op's input and output
 spikes (1 bit each) plus every compartment's state.
@@ -52,7 +53,7 @@ from bitnas.hardware_models.base import (
     rom_bytes,
     weight_bits_per_layer,
 )
-from bitnas.plan import QuantPlan
+from bitnas.plan import FLOAT_BITS, QuantPlan
 from bitnas.registry import HARDWARE
 
 PJ, NS = 1e-12, 1e-9
@@ -86,6 +87,26 @@ class Loihi(HardwareModel):
         by_memory = math.ceil(weight_bits / 8 / self.c["synaptic_memory_bytes"])
         return max(self.compute_cores(w), by_memory)
 
+    def _fit_reasons(self, total_cores: int, largest: tuple[int, LayerWorkload, int] | None,
+                     too_wide: list[tuple[LayerWorkload, int]]) -> dict[str, str]:
+        """Why a plan does not fit the chip, in words, naming the layer (violations > 0 only)."""
+        c, reasons = self.c, {}
+        if too_wide:
+            w, bits = too_wide[0]
+            n = len(too_wide) - 1
+            more = f" (and {n} more layer{'s' if n > 1 else ''})" if n else ""
+            held = "float" if bits >= FLOAT_BITS else f"{bits}-bit"
+            reasons["loihi_weight_bits"] = (f"layer {w.name}: {held} weights{more}; a Loihi synapse "
+                                            f"holds 1..{int(c['max_weight_bits'])}-bit integer weights")
+        if total_cores > c["cores"] and largest is not None:
+            cores, w, wbits = largest
+            reasons["loihi_cores"] = (
+                f"the plan needs {total_cores} cores and the chip has {int(c['cores'])}; layer {w.name} "
+                f"needs the most, {cores}: {w.out_elems} compartments ({int(c['compartments_per_core'])} "
+                f"a core) and {wbits / 8 / 1024:.1f} KiB of weights "
+                f"({int(c['synaptic_memory_bytes']) // 1024} KiB a core)")
+        return reasons
+
     def cost(self, workload: Sequence[LayerWorkload], plan: QuantPlan) -> Cost:
         c = self.c
         per_layer: dict[str, dict[str, float]] = {}
@@ -95,6 +116,9 @@ class Loihi(HardwareModel):
         weight_bits_all = 0
         steps = max(w.timesteps for w in workload)
         lqs = layer_quants(workload, plan)
+        hi = max(self.supported_weight_bits)
+        too_wide: list[tuple[LayerWorkload, int]] = []  # layers whose weights no synapse holds
+        largest: tuple[int, LayerWorkload, int] | None = None  # the layer that needs the most cores
         for w, lq, wbits in zip(workload, lqs, weight_bits_per_layer(workload, lqs), strict=True):
             passes = 1
             unpriced = {"scan", "param", "act"}
@@ -105,6 +129,8 @@ class Loihi(HardwareModel):
                 # multi-pass scheme delivers the spike again (a spike is its own activation terms)
                 passes = self.compute_of(lq).on_spikes().passes
                 max_w_bits = max(max_w_bits, lq.w_bits)
+                if lq.w_bits > hi:
+                    too_wide.append((w, lq.w_bits))
             elif w.kind == "norm" and not w.folded:
                 raise refuse_kind(self, w, OP_KINDS - unpriced - {"norm"},
                                   ": a normalization that does not fold into weights")
@@ -126,6 +152,8 @@ class Loihi(HardwareModel):
                 continue
             cores = self.layer_cores(w, wbits)
             total_cores += cores
+            if largest is None or cores > largest[0]:
+                largest = (cores, w, wbits)
             fraction = rate if w.in_spike_fraction is None else w.in_spike_fraction
             active = 1.0 - (1.0 - fraction) ** w.fan_in
             updates = w.timesteps * w.out_elems
@@ -160,12 +188,12 @@ class Loihi(HardwareModel):
                              + p["static_energy_j"])
             # the chip's time is shared; each layer is charged its cores' share of it
             p["latency_s"] = latency_s * p["cores"] / max(1, total_cores)
-        hi = max(self.supported_weight_bits)
         violations, reasons = self.scheme_violations(workload, plan)
         violations.update({
             "loihi_cores": total_cores / c["cores"] - 1.0,
             "loihi_weight_bits": (max_w_bits - hi) / hi,  # > 0 past 9 bits
         })
+        reasons.update(self._fit_reasons(total_cores, largest, too_wide))
         parts = {f: sum(p[f] for p in per_layer.values())
                  for f in (*ENERGY_FIELDS, "static_energy_j")}
         return Cost(

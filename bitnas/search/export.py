@@ -17,8 +17,9 @@ from bitnas.spec import StudySpec
 
 
 def export_trial(study: optuna.Study, spec: StudySpec, number: int, fmt: str, out_dir: Path,
-                 cache_dir: Path | None) -> list[Path]:
-    """Rebuild trial ``number`` (as ``bitnas rebuild`` does) and write it as ``fmt``."""
+                 cache_dir: Path | None) -> tuple[list[Path], int]:
+    """Rebuild trial ``number`` (as ``bitnas rebuild`` does) and write it as ``fmt``; returns
+    the files and the cost model's ``weight_bytes`` of the candidate (to set beside them)."""
     exporter = EXPORTERS.create(EXPORTERS.check(fmt, "--format"))
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
@@ -46,5 +47,5 @@ def export_trial(study: optuna.Study, spec: StudySpec, number: int, fmt: str, ou
         groups, workload = ctx.structure(cand)
         item = ExportItem(candidate=cand, model=model, groups=groups, workload=workload,
                           hardware=ctx.hardware, space=ctx.space, task=spec.task["name"],
-                          trial=number, metrics=metrics)
-        return exporter.export(item, out_dir)
+                          trial=number, metrics=metrics, spec=spec.to_dict())
+        return exporter.export(item, out_dir), ctx.cost(cand, workload).weight_bytes

@@ -68,3 +68,16 @@ def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
         metrics, _, cost = ctx.evaluate(cand, qat=qat)
     return {"candidate": cand, "metrics": metrics, "state": trial.state.name,
             "stored_metrics": stored_metrics, "cost": cost, "torch_threads": threads}
+
+
+def rebuild_export(path: Path) -> dict[str, Any]:
+    """Load a ``bitnas export --format torch`` file (its state dict and JSON alone, no run
+    needed) and measure it again on its spec's task: the same shape as :func:`rebuild_trial`."""
+    from bitnas.exporters.pytorch import load_export
+
+    model, cand, info = load_export(path)
+    ctx = SearchContext(StudySpec.from_dict(info["spec"]), cache_dir=None)
+    metrics = ctx.evaluator.evaluate(model)
+    cost = ctx.measured_cost(cand, model)
+    return {"candidate": cand, "metrics": metrics, "state": "COMPLETE", "trial": info.get("trial"),
+            "stored_metrics": info.get("metrics", {}), "cost": cost, "torch_threads": None}

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ def open_study(spec: StudySpec, url: str,
             f"study {spec.name!r} in {mask_url(url)} was created from a different spec "
             f"({_first_difference(stored, wanted)}); use another --out or study name"
         )
+    if study.metric_names is None:  # a study made by a bitnas that did not name its metrics
+        _name_metrics(study, spec)
     return study
 
 
@@ -152,7 +155,16 @@ def _create(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Stu
     study.set_user_attr("bitnas_identity", spec.identity())
     study.set_user_attr("bitnas_version", __version__)
     study.set_user_attr("objectives", [o.to_dict() for o in spec.objectives])
+    _name_metrics(study, spec)
     return study
+
+
+def _name_metrics(study: optuna.Study, spec: StudySpec) -> None:
+    """Name the study's values after the spec's objectives, so that Optuna's plots and
+    optuna-dashboard label their axes (accuracy, energy_j, ...) rather than Objective 0, 1."""
+    with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.name for o in spec.objectives])
 
 
 def _alive(worker: str) -> bool:
@@ -349,6 +361,8 @@ class SearchResult:
     url: str
     out_dir: Path
     wall_s: float
+    #: the run's report.html, where it was written (None: no export, or it failed)
+    report: Path | None = None
 
 
 def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None,
@@ -413,7 +427,13 @@ def run_search(spec: StudySpec, out_dir: Path, *, storage_url: str | None = None
     if export:
         out_dir.mkdir(parents=True, exist_ok=True)  # the study may live elsewhere (--storage)
     records = export_front(study, spec, ctx, out_dir) if export else []
-    return SearchResult(study, records, url, out_dir, time.perf_counter() - start)
+    report = None
+    if export:  # after the front's files: a report that fails is one warning, they stay written
+        from bitnas.search.report import try_write_report
+
+        run = str(out_dir) if url == run_dir_url(out_dir) else mask_url(url)
+        report = try_write_report(study, spec, out_dir / "report.html", run=run, storage=mask_url(url))
+    return SearchResult(study, records, url, out_dir, time.perf_counter() - start, report)
 
 
 def reference_int8(ctx: SearchContext, record: dict[str, Any]) -> dict[str, Any]:
@@ -476,7 +496,8 @@ def summary(result: SearchResult, spec: StudySpec) -> str:
         f"{mean('fp_train_s'):.3f}s + evaluation (PTQ, QAT) {mean('eval_s'):.3f}s + framework "
         f"{max(0.0, overhead):.3f}s",
         front_hypervolume(result.study, spec.objectives),
-        f"wrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png; "
+        f"wrote {result.out_dir / 'pareto.json'}, pareto.csv, pareto.png"
+        + (", report.html; " if result.report else "; ") +
         f"storage {mask_url(result.url)}; wall time {result.wall_s:.1f}s",
     ]
     return "\n".join(lines)

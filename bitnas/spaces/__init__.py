@@ -10,5 +10,6 @@ from bitnas.spaces.spiking import (  # noqa: E402
     SpikformerSpace,
     SpikingClassifier,
 )
+from bitnas.spaces.spiking_cnn import SpikingCNNSpace  # noqa: E402
 
-__all__ += ["SpikeDrivenTransformerSpace", "SpikformerSpace", "SpikingClassifier"]
+__all__ += ["SpikeDrivenTransformerSpace", "SpikformerSpace", "SpikingCNNSpace", "SpikingClassifier"]

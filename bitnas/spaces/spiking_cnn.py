@@ -1,0 +1,150 @@
+"""A spiking CNN of SpikingJelly 2.0 conv-BN-LIF blocks: what Loihi-class chips run.
+
+The network is a plain multi-step SpikingJelly stack, made only of layers the
+Neuromorphic Intermediate Representation (NIR) has, so that it exports there:
+
+- ``stem``: Conv2d(in_channels -> width0, 3x3, pad 1, no bias) - BatchNorm2d - LIF;
+- ``block{i}`` (``depth`` of them): Conv2d(width{i} -> width{i+1}, 3x3, pad 1, no bias) -
+  BatchNorm2d - LIF - AvgPool2d(2), the pool left out once the map is down to 1 pixel
+  (an 8x8 digit pools at most three times, a 16x16 event frame four);
+- ``head``: Flatten - Linear(num_classes), with no neuron after it: its per-step
+  outputs (the membrane input a read-out neuron would integrate) are averaged over the
+  T steps by :class:`~bitnas.spaces.spiking.SpikingClassifier`.
+
+Every BatchNorm folds into the convolution before it at inference (and at export); the
+LIF neurons are SpikingJelly's ``LIFNode`` (tau 2, hard reset to 0, ``decay_input``,
+detached reset, sigmoid surrogate), as in the spiking transformer spaces.
+
+Architecture knobs: ``time_steps``, ``depth``, ``width0`` (the stem) and ``width1`` ..
+``width{depth}`` (the blocks), chosen from ``widths``. Layer groups: ``stem``,
+``block{i}``, ``head``; each takes its weight bits, activation bits and scheme, and the
+groups that own a LIF neuron (``stem`` and the blocks; not ``head``) their membrane bits
+``v_bits``. Event input, encodings and state reset are the spiking spaces' (see
+:mod:`bitnas.spaces.spiking`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from torch import nn
+
+from bitnas.errors import BitnasError
+from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan, check_bits
+from bitnas.registry import SPACES
+from bitnas.spaces.base import PrecisionChoices, SearchSpace, choice_list, choose
+from bitnas.spaces.spiking import ENCODINGS, _SpikingSpace
+
+
+def lif() -> nn.Module:
+    """A multi-step LIF neuron, configured as the spiking transformer spaces' neurons."""
+    from spikingjelly.activation_based import neuron, surrogate
+
+    return neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                          surrogate_function=surrogate.Sigmoid(), detach_reset=True, step_mode="m")
+
+
+def conv_bn_lif(c_in: int, c_out: int) -> OrderedDict[str, nn.Module]:
+    """conv (3x3, same padding, no bias: the BatchNorm's shift is its bias) - BN - LIF."""
+    from spikingjelly.activation_based import layer
+
+    return OrderedDict(conv=layer.Conv2d(c_in, c_out, 3, padding=1, bias=False, step_mode="m"),
+                       bn=layer.BatchNorm2d(c_out, step_mode="m"), lif=lif())
+
+
+@SPACES.register("spiking_cnn")
+class SpikingCNNSpace(_SpikingSpace):
+    """Spiking CNN (SpikingJelly 2.0 conv-BN-LIF blocks): T, depth, widths; bits, scheme, v_bits."""
+
+    name = "spiking_cnn"
+    tiny_options = {"time_steps": [2], "depth": [1], "widths": [4]}
+
+    def __init__(  # the spiking spaces' knobs, with CNN widths in place of the transformer's
+        self,
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
+        time_steps: Sequence[int] = (2, 4),
+        depth: Sequence[int] = (1, 2, 3),
+        widths: Sequence[int] = (8, 16, 32),
+        w_bits: Sequence[int] = (1, 2, 3, 4, 6, 8),
+        a_bits: Sequence[int] = (8,),
+        quantizers: Sequence[str] = ("uniform", "pot"),
+        v_bits: Sequence[int] = (FLOAT_BITS,),
+        encoding: str = "direct",
+        group_w_bits: Mapping[str, Sequence[int]] | None = None,
+        quantizer_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        SearchSpace.__init__(self, input_shape=input_shape, num_classes=num_classes,
+                             quantizer_options=quantizer_options)
+        if len(self.input_shape) not in (3, 4):
+            raise BitnasError(f"space {self.name} needs images [C, H, W] or events [bins, C, H, W], "
+                              f"got input shape {self.input_shape}")
+        self.events = len(self.input_shape) == 4
+        self.time_steps = choice_list(time_steps, "space.time_steps", minimum=1)
+        if self.events and max(self.time_steps) > self.input_shape[0]:
+            raise BitnasError(f"space.time_steps {max(self.time_steps)} exceeds the task's "
+                              f"{self.input_shape[0]} event bins; lower it or raise task.bins")
+        self.depth = choice_list(depth, "space.depth", minimum=1)
+        self.widths = choice_list(widths, "space.widths", minimum=1)
+        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
+        self.precision.check_groups(set(self.all_groups()))
+        self.v_bits = tuple(check_bits(b, "space.v_bits") for b in choice_list(v_bits, "space.v_bits"))
+        if min(self.v_bits) < 2:
+            raise BitnasError("space.v_bits must be 2..16 or 32 (a membrane needs a sign and a value)")
+        if encoding not in ENCODINGS:
+            raise BitnasError(f"space.encoding = {encoding!r}; use one of: {', '.join(ENCODINGS)}")
+        self.encoding = encoding
+
+    def group_names(self, depth: int) -> list[str]:
+        return ["stem", *(f"block{i}" for i in range(depth)), "head"]
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Candidate:
+        steps = choose(trial, "time_steps", self.time_steps)
+        depth = choose(trial, "depth", self.depth)
+        widths = [choose(trial, f"width{i}", self.widths) for i in range(depth + 1)]
+        arch = {"time_steps": steps, "depth": depth, "widths": widths}
+        layers = {}
+        owners = {g for g, names in self._neurons(depth).items() if names}
+        for g in self.group_names(depth):
+            lq = self.precision.suggest(trial, g)
+            # membrane bits only where the group owns neurons: elsewhere they change nothing
+            v_bits = choose(trial, f"{g}.v_bits", self.v_bits) if g in owners else FLOAT_BITS
+            layers[g] = lq.replace(v_bits=v_bits)
+        return Candidate(arch=arch, plan=QuantPlan(layers), space=self.name)
+
+    def _build_net(self, arch: Mapping[str, Any]) -> nn.Module:
+        from spikingjelly.activation_based import layer
+
+        widths = [int(w) for w in arch["widths"]]
+        depth = int(arch["depth"])
+        if len(widths) != depth + 1:
+            raise BitnasError(f"space {self.name}: arch has {len(widths)} widths for depth {depth}; "
+                              f"it needs {depth + 1} (the stem's and one per block)")
+        channels, height, width = self.input_shape[-3:]
+        stem = nn.Sequential(conv_bn_lif(channels, widths[0]))
+        blocks = []
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            parts = conv_bn_lif(c_in, c_out)
+            if min(height, width) >= 2:  # never pool a map below 1x1
+                parts["pool"] = layer.AvgPool2d(2, step_mode="m")
+                height, width = height // 2, width // 2
+            blocks.append(nn.Sequential(parts))
+        return nn.Sequential(OrderedDict(
+            stem=stem, blocks=nn.Sequential(*blocks), flatten=layer.Flatten(step_mode="m"),
+            head=layer.Linear(widths[-1] * height * width, self.num_classes, step_mode="m")))
+
+    def _groups(self, model: nn.Module) -> dict[str, list[str]]:
+        groups = {"stem": ["net.stem.conv"]}
+        groups.update({f"block{i}": [f"net.blocks.{i}.conv"] for i in range(self._depth(model))})
+        groups["head"] = ["net.head"]
+        return groups
+
+    def _neurons(self, depth: int) -> dict[str, list[str]]:
+        groups = {"stem": ["net.stem.lif"]}
+        groups.update({f"block{i}": [f"net.blocks.{i}.lif"] for i in range(depth)})
+        groups["head"] = []
+        return groups
