@@ -149,7 +149,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
         cache = run_dir / "fp_cache" if run_dir.is_dir() else None
         out = rebuild_trial(study, spec, args.trial, cache)
-    print(f"trial {args.trial}: {out['candidate'].to_json()}")
+    label = "candidate" if args.trial is None else f"trial {args.trial}"
+    print(f"{label}: {out['candidate'].to_json()}")
     if out["torch_threads"]:
         print(f"  rebuilt with {out['torch_threads']} torch thread(s), as the trial was evaluated")
     if out["state"] != "COMPLETE":
@@ -166,7 +167,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from bitnas.registry import EXPORTERS
     from bitnas.search.export import export_trial
+
+    EXPORTERS.create(EXPORTERS.check(args.format, "--format"))  # a wrong format before any work
 
     study, spec, _ = _open_existing(args.run, args.study)
     run_dir = Path(args.run)
@@ -188,7 +192,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     # beside the study: the run directory, or the folder of a .log/.db file; for a URL, here
     where = run_dir if run_dir.is_dir() else run_dir.parent if run_dir.is_file() else Path(".")
     out = Path(args.out) if args.out else where / "report.html"
-    path = write_report(study, spec, out, run=args.run, study_arg=args.study, storage=mask_url(url))
+    path = write_report(study, spec, out, run=mask_url(args.run), study_arg=args.study,
+                        storage=mask_url(url))
     print(f"wrote {path}")
     return 0
 

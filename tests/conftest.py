@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,23 @@ def write_spec(path: Path, *, trials: int = 6, epochs: int = 3, sampler: str = "
     path.write_text(TINY_SPEC.format(trials=trials, epochs=epochs, sampler=sampler,
                                      weight_bytes=weight_bytes) + extra)
     return path
+
+
+# the end-of-search report.html (matplotlib figures, about 0.4 s a run) is left out of the
+# many searches the suite runs, in this process and in the CLI subprocesses it starts;
+# tests/search/test_report.py turns it back on and tests it
+os.environ.setdefault("BITNAS_NO_REPORT", "1")
+
+
+@contextlib.contextmanager
+def reports_on() -> Iterator[None]:
+    """Within: searches write report.html (outside a test's own monkeypatch)."""
+    before = os.environ.pop("BITNAS_NO_REPORT", None)
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.environ["BITNAS_NO_REPORT"] = before
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ import torch
 import yaml
 from torch import nn
 
+from bitnas.atomic import atomic_write_all
 from bitnas.errors import BitnasError
 from bitnas.exporters.base import ExportItem
 from bitnas.hardware_models.max7800x import HwLayer, MAX7800x
@@ -157,12 +158,8 @@ class Ai8xExporter:
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"trial{item.trial}" if item.trial is not None else "candidate"
         ck_path, yaml_path = out_dir / f"{stem}.pth.tar", out_dir / f"{stem}.yaml"
-        tmp = ck_path.with_suffix(".tmp")
-        torch.save(ck, tmp)
-        tmp.replace(ck_path)
-        yaml_tmp = yaml_path.with_suffix(".tmp")
-        yaml_tmp.write_text(yaml.safe_dump(net, sort_keys=False))
-        yaml_tmp.replace(yaml_path)
+        atomic_write_all({ck_path: lambda p: torch.save(ck, p),  # both or neither
+                          yaml_path: lambda p: p.write_text(yaml.safe_dump(net, sort_keys=False))})
         return [ck_path, yaml_path]
 
 

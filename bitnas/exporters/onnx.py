@@ -11,9 +11,10 @@ DequantizeLinear (per output channel, zero point 0) in front of the layer:
   the range b bits wide). Float activations (32 bits) get no QDQ.
 - **Weights** (scheme ``uniform``): int4 codes (``TensorProto.INT4``, opset 21) for 1-4
   bits, int8 codes for 5-8 bits; every code lies in the scheme's symmetric b-bit range.
-  Other schemes (``pot``, ``nonuniform``, ``series``, ``codebook``) have no exact linear
-  QDQ form: their weights are stored as the dequantized float values the search
-  measured, and their bits and scheme go into the metadata. Float weights stay float.
+  Wider integer weights (9-16 bits) and other schemes (``pot``, ``nonuniform``, ``series``,
+  ``codebook``) have no exact QDQ form here: their weights are stored as the dequantized
+  float values the search measured, and their bits and scheme go into the metadata. Float
+  weights stay float.
 - **Metadata** (``metadata_props``): ``bitnas.candidate`` (the candidate's JSON),
   ``bitnas.trial``, ``bitnas.metrics``, and ``bitnas.layers``: per layer its group, bits,
   scheme and how its weights are stored (``int4``, ``int8``, ``dequantized``, ``float``).
@@ -23,7 +24,8 @@ supports); where int4 weights are written, the default domain is raised to 21, w
 changes to the operators used here are the 4-bit types. The batch axis is dynamic.
 
 What cannot be expressed is refused in one line naming the layer: spiking networks
-(SpikingJelly neurons: export them with ``--format nir``), activation quantizers other than
+(SpikingJelly neurons: export them with ``--format torch``), activations wider than 8 bits,
+activation quantizers other than
 bitnas's min/max grid (``series`` activation terms, the ``ai8x`` fixed-point activations:
 use ``--format ai8x``), and ops the exporter cannot trace.
 
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bitnas.atomic import atomic_write
 from bitnas.errors import BitnasError
 from bitnas.exporters.base import ExportItem
 from bitnas.plan import FLOAT_BITS, split_member
@@ -61,6 +64,9 @@ OPSET = 20
 INT4_OPSET = 21
 #: weights of at most this many bits are stored as int4 codes
 INT4_MAX_BITS = 4
+#: the widest codes QDQ holds here (int8 weights, uint8 activations); wider weights are
+#: stored dequantized, wider activations refused
+QDQ_MAX_BITS = 8
 
 
 def _onnx() -> Any:
@@ -79,10 +85,11 @@ def _weight_codes(wq: Tensor, bits: int) -> tuple[Tensor, Tensor] | None:
     qmax = 1 if bits == 1 else 2 ** (bits - 1) - 1
     scale = (flat.abs().amax(dim=1) / qmax)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.round(flat / scale[:, None])
-    if codes.abs().max() > qmax:
-        return None
-    if not torch.allclose(codes * scale[:, None], flat, rtol=0.0, atol=1e-6 * float(scale.max())):
+    ratio = flat / scale[:, None]
+    codes = torch.round(ratio)
+    # on the grid: each weight within float rounding of an integer step (relative to its own
+    # channel's step: a recomputed step may be an ulp off the quantizer's)
+    if codes.abs().max() > qmax or (ratio - codes).abs().max() > 1e-3:
         return None
     return scale, codes.reshape(wq.shape)
 
@@ -99,6 +106,9 @@ class _Part(nn.Module):
                               f"({type(act).__name__}) has no QDQ form; --format onnx takes bitnas's "
                               "min/max activation grid (use --format ai8x for ai8x layers)")
         self.a_bits = act.bits
+        if QDQ_MAX_BITS < act.bits < FLOAT_BITS:
+            raise BitnasError(f"layer {name}: {act.bits}-bit activations; --format onnx writes QDQ "
+                              f"activations of 1..{QDQ_MAX_BITS} bits (or float): choose a_bits <= 8")
         if act.bits < FLOAT_BITS:
             if not act.calibrated:
                 raise BitnasError(f"layer {name}: its activation quantizer was never calibrated")
@@ -110,11 +120,14 @@ class _Part(nn.Module):
             wq, bias = fq.quantized(part)
         self.register_buffer("weight", wq.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        rows = fq.parts[part]
+        self.rows = None if rows is None else (rows.start, rows.stop)
         self.storage = "float"
         self.w_bits = lq.w_bits
         self.scheme = lq.quantizer
         if lq.w_bits < FLOAT_BITS:
-            grid = _weight_codes(wq, lq.w_bits) if lq.quantizer == "uniform" else None
+            exact = lq.quantizer == "uniform" and lq.w_bits <= QDQ_MAX_BITS
+            grid = _weight_codes(wq, lq.w_bits) if exact else None
             if grid is None:
                 self.storage = "dequantized"
             else:
@@ -159,7 +172,7 @@ def deployable(model: nn.Module) -> Iterator[dict[str, _Part]]:
     for name, m in model.named_modules():
         if type(m).__module__.startswith("spikingjelly") or hasattr(m, "v_threshold"):
             raise BitnasError(f"op {name or type(m).__name__}: a spiking {type(m).__name__} has no ONNX "
-                              "form here; export spiking networks with --format nir")
+                              "form; export spiking networks with --format torch")
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     parts: dict[str, _Part] = {}
     was_training = model.training
@@ -275,9 +288,8 @@ def layer_table(model: nn.Module, groups: dict[str, list[str]]) -> dict[str, dic
     for name, m in model.named_modules():
         if isinstance(m, _QdqLayer):
             for i, p in enumerate(m.parts):
-                candidates = [g for (n, _), g in group_of.items() if n == name]
                 table[f"{name}.parts.{i}"] = {
-                    "group": candidates[i] if i < len(candidates) else "",
+                    "group": group_of.get((name, p.rows), ""),
                     "w_bits": p.w_bits, "a_bits": p.a_bits, "scheme": p.scheme, "weights": p.storage}
     return table
 
@@ -287,6 +299,9 @@ class OnnxExporter:
     """ONNX QDQ graph for onnxruntime (see the module docstring)."""
 
     description = "ONNX graph in QDQ form (int4/int8 weight codes, calibrated activation grids)"
+
+    def __init__(self) -> None:
+        _onnx()  # a missing package before any work (the export rebuilds and trains first)
 
     def export(self, item: ExportItem, out_dir: Path) -> list[Path]:
         onnx = _onnx()
@@ -308,7 +323,6 @@ class OnnxExporter:
         proto.producer_name = "bitnas"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / (f"trial{item.trial}.onnx" if item.trial is not None else "candidate.onnx")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(proto.SerializeToString())
-        tmp.replace(path)
+        data = proto.SerializeToString()
+        atomic_write(path, lambda p: p.write_bytes(data))
         return [path]

@@ -12,7 +12,9 @@ Two files:
 
 :func:`load_export` rebuilds the model from the two files alone: the spec's space builds
 the architecture, the plan fake-quantizes it, the state dict fills it in; ``bitnas rebuild
-trial<N>.pt`` does that and measures it again on the spec's task.
+trial<N>.pt`` does that and measures it again on the spec's task. (A ``codebook`` scheme
+with a user ``path`` still reads that codebook file; files the task reads, such as a
+dataset folder, must be where the spec says.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bitnas.atomic import atomic_write_all
 from bitnas.errors import BitnasError
 from bitnas.exporters.base import ExportItem
 from bitnas.plan import Candidate
@@ -33,12 +36,6 @@ from bitnas.registry import EXPORTERS, SPACES, TASKS
 from bitnas.spec import StudySpec
 
 FORMAT = "bitnas-torch-1"
-
-
-def _write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 @EXPORTERS.register("torch")
@@ -58,8 +55,9 @@ class TorchExporter:
         info = {"format": FORMAT, "candidate": json.loads(item.candidate.to_json()), "spec": dict(item.spec),
                 "trial": item.trial, "metrics": dict(item.metrics or {}), "task": item.task,
                 "state_dict": pt.name}
-        _write(pt, lambda p: torch.save(state, p))
-        _write(meta, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+        # both or neither: a new .pt beside an old .json would load into the wrong plan
+        atomic_write_all({pt: lambda p: torch.save(state, p),
+                          meta: lambda p: p.write_text(json.dumps(info, indent=2) + "\n")})
         return [pt, meta]
 
 
@@ -82,18 +80,27 @@ def load_export(path: Path) -> tuple[nn.Module, Candidate, dict[str, Any]]:
     """(the quantized model, its candidate, the JSON) of an export, from its two files alone."""
     path = Path(path)
     info = read_info(path)
-    pt = path.with_name(info["state_dict"]) if path.suffix == ".json" else path
-    spec = StudySpec.from_dict(info["spec"])
-    task = TASKS.create(spec.task["name"], **spec.task_options())
-    space = SPACES.create(spec.space["name"], input_shape=task.input_shape, num_classes=task.num_classes,
-                          **spec.space_kwargs())
-    cand = Candidate.from_dict(info["candidate"])
-    model = space.build(cand.arch_dict())
-    qmodel = fake_quantize(model, cand.plan, space.layer_groups(model), space.neuron_groups(model))
+    meta = path.with_suffix(".json")
+    try:
+        pt = path.with_name(str(info["state_dict"])) if path.suffix == ".json" else path
+        spec = StudySpec.from_dict(info["spec"])
+        task = TASKS.create(spec.task["name"], **spec.task_options())
+        space = SPACES.create(spec.space["name"], input_shape=task.input_shape,
+                              num_classes=task.num_classes, **spec.space_kwargs())
+        cand = Candidate.from_dict(info["candidate"])
+        model = space.build(cand.arch_dict())
+        qmodel = fake_quantize(model, cand.plan, space.layer_groups(model), space.neuron_groups(model))
+    except BitnasError as e:
+        raise BitnasError(f"{meta}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BitnasError(f"{meta} is damaged ({type(e).__name__}: {e}); export the trial again") from None
     try:
         state = torch.load(pt, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise BitnasError(f"cannot read {pt} ({type(e).__name__}); export the trial again") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise BitnasError(f"{pt} is not a state dict of tensors; export the trial again")
     for name, m in qmodel.named_modules():  # a scheme that learned its own state during QAT
         if isinstance(m, FakeQuantLayer) and any(k.startswith(f"{name}.trained.") for k in state):
             m.start_training()

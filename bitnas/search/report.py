@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import importlib.util
 import io
 import json
 import math
@@ -37,7 +38,7 @@ from bitnas import __version__
 from bitnas.errors import BitnasError
 from bitnas.hardware_models import Cost
 from bitnas.plan import FLOAT_BITS, PLAN_LEGEND, QuantPlan, candidate_key, describe_arch, describe_plan
-from bitnas.registry import EXPORTERS
+from bitnas.registry import EXPORTERS, SPACES
 from bitnas.search.hypervolume import front_hypervolume, history, knee, study_reference
 from bitnas.search.pareto import (
     atomic_write,
@@ -55,6 +56,7 @@ TIMING_LABELS = {"workload_s": "workload (the network's layers)", "cost_s": "cos
                  "fp_train_s": "FP training", "eval_s": "evaluation (PTQ, QAT)"}
 #: the export format the front table's commands name, when it is registered
 PREFERRED_EXPORT = "onnx"
+
 DPI = 90
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -461,11 +463,17 @@ def _commands(run: str, trial: int, study_arg: str | None, fmt: str | None) -> l
     return cmds
 
 
-def export_format() -> str | None:
-    """The format the front table's export commands name: onnx where registered, else
-    the first registered one (None: no exporter)."""
-    names = list(EXPORTERS.names())
-    return PREFERRED_EXPORT if PREFERRED_EXPORT in names else (names[0] if names else None)
+def export_format(space: str) -> str | None:
+    """The format the front table's export commands name: ``ai8x`` for the ai8x space, onnx
+    for other non-spiking spaces where the onnx package is installed, else ``torch`` (which
+    takes every space); None where none of these is registered."""
+    names = set(EXPORTERS.names())
+    spiking = space in SPACES.names() and SPACES.get(space).spiking
+    if space == "ai8x" and "ai8x" in names:
+        return "ai8x"
+    if not spiking and PREFERRED_EXPORT in names and importlib.util.find_spec("onnx") is not None:
+        return PREFERRED_EXPORT
+    return "torch" if "torch" in names else next(iter(sorted(names)), None)
 
 
 CSS = """
@@ -510,7 +518,7 @@ def build_report(study: optuna.Study, spec: StudySpec, *, run: str, study_arg: s
     pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
     violating = sum(1 for t in trials if t.state == TrialState.COMPLETE and not is_feasible(t))
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    fmt = export_format()
+    fmt = export_format(spec.space["name"])
     n_figs = 0
     out: list[str] = []
     add = out.append

@@ -181,6 +181,8 @@ class SearchSpace(ABC):
     #: options of a tiny instance: what the contract suite (tests/contracts) builds and runs
     example_task: ClassVar[Mapping[str, Any]] = {"name": "digits"}
     tiny_options: ClassVar[Mapping[str, Any]] = {}
+    #: whether its networks spike (SpikingJelly neurons): formats without neurons (onnx) refuse them
+    spiking: ClassVar[bool] = False
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int,
                  quantizer_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:

@@ -78,6 +78,7 @@ class _SpikingSpace(SearchSpace):
 
     example_task = {"name": "event_digits", "bins": 4, "size": 16}
     tiny_options = {"time_steps": [2], "embed_dims": [16], "depth": [1], "heads": [1], "mlp_ratio": [2]}
+    spiking = True
 
     def __init__(
         self,

@@ -1,7 +1,8 @@
 """A spiking CNN of SpikingJelly 2.0 conv-BN-LIF blocks: what Loihi-class chips run.
 
 The network is a plain multi-step SpikingJelly stack, made only of layers the
-Neuromorphic Intermediate Representation (NIR) has, so that it exports there:
+Neuromorphic Intermediate Representation (NIR) has (conv, LIF, pool, flatten, affine, once
+each BatchNorm is folded into its convolution):
 
 - ``stem``: Conv2d(in_channels -> width0, 3x3, pad 1, no bias) - BatchNorm2d - LIF;
 - ``block{i}`` (``depth`` of them): Conv2d(width{i} -> width{i+1}, 3x3, pad 1, no bias) -
@@ -11,7 +12,11 @@ Neuromorphic Intermediate Representation (NIR) has, so that it exports there:
   outputs (the membrane input a read-out neuron would integrate) are averaged over the
   T steps by :class:`~bitnas.spaces.spiking.SpikingClassifier`.
 
-Every BatchNorm folds into the convolution before it at inference (and at export); the
+The cost models take every BatchNorm as folded into the convolution before it, as a chip
+runs it. The fake-quant model (what the search measures) quantizes the convolution's own
+weights and runs the BatchNorm after it in float. For per-channel ``uniform`` weights that
+is the folded network (a channel's step absorbs the BatchNorm's factor); a scheme whose
+levels do not scale with the channel (``pot``) may round the folded weights differently. The
 LIF neurons are SpikingJelly's ``LIFNode`` (tau 2, hard reset to 0, ``decay_input``,
 detached reset, sigmoid surrogate), as in the spiking transformer spaces.
 

@@ -139,7 +139,7 @@ def test_what_onnx_cannot_express_is_one_line():
     model = space.build({"time_steps": 2, "embed_dims": 16, "depth": 1, "heads": 1, "mlp_ratio": 2})
     item = ExportItem(candidate=None, model=model, groups={}, workload=[], hardware=None, space=space,
                       task="digits")
-    with pytest.raises(BitnasError, match="export spiking networks with --format nir") as e:
+    with pytest.raises(BitnasError, match="export spiking networks with --format torch") as e:
         EXPORTERS.create("onnx").export(item, None)
     assert "\n" not in str(e.value)
 
@@ -149,7 +149,7 @@ def test_an_unknown_format_is_one_line_and_exit_2(tmp_path, capsys):
 
     assert main(["export", str(tmp_path), "--trial", "0", "--format", "onix"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
+    assert len(err.splitlines()) == 1 and "'onix'" in err and "onnx" in err  # checked before the run
 
 
 def test_weights_on_a_b_bit_grid_give_codes_and_others_none():
@@ -162,3 +162,40 @@ def test_weights_on_a_b_bit_grid_give_codes_and_others_none():
     scale, codes = _weight_codes(torch.tensor([[0.7, -0.2, 0.1]]), 4)
     assert torch.equal(codes, torch.tensor([[7.0, -2.0, 1.0]]))
     assert _weight_codes(torch.tensor([[0.3, -0.1, 0.2]]), 4) is None
+
+
+class _Stub:
+    """What the exporter asks of a space: an example input."""
+
+    def example_input(self):
+        return torch.zeros(1, 6)
+
+
+def test_a_fused_layer_split_across_groups_float_and_wide_parts(tmp_path):
+    """Rows 0..3 and 4..7 of one linear layer in two groups (listed in reverse), one at 1-bit
+    weights, one at 12 bits (no QDQ form: stored dequantized) with float activations; a float
+    head. The metadata names each part's own group, and onnxruntime agrees."""
+    from bitnas.evaluators.ptq import ptq
+    from bitnas.plan import Candidate, LayerQuant, QuantPlan
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    groups = {"high": ["0[4:8]"], "low": ["0[0:4]"], "head": ["2"]}
+    plan = QuantPlan({"low": LayerQuant(1, 8), "high": LayerQuant(12, 32), "head": LayerQuant(32, 8)})
+    x = torch.randn(64, 6)
+    qmodel = ptq(model, plan, groups, [x])
+    item = ExportItem(candidate=Candidate(arch={}, plan=plan, space="stub"), model=qmodel, groups=groups,
+                      workload=[], hardware=None, space=_Stub(), task="none", trial=1)
+    path = EXPORTERS.create("onnx").export(item, tmp_path)[0]
+    layers = json.loads(_metadata(path)["bitnas.layers"])
+    assert {(v["group"], v["weights"], v["a_bits"]) for v in layers.values()} == {
+        ("low", "int4", 8), ("high", "dequantized", 32), ("head", "float", 8)}
+    share, worst = _agree(_run(path, x), qmodel(x).detach().numpy())
+    assert share == 1.0, worst
+    # 12-bit activations have no QDQ form here: refused, naming the layer
+    wide = ptq(model, QuantPlan({"low": LayerQuant(4, 12), "high": LayerQuant(4, 8), "head": LayerQuant(8)}),
+               groups, [x])
+    item = ExportItem(candidate=Candidate(arch={}, plan=plan, space="stub"), model=wide, groups=groups,
+                      workload=[], hardware=None, space=_Stub(), task="none")
+    with pytest.raises(BitnasError, match="layer 0: 12-bit activations"):
+        EXPORTERS.create("onnx").export(item, tmp_path)

@@ -55,7 +55,38 @@ def test_bad_exports_are_one_line(tmp_path, capsys):
     (tmp_path / "x.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(BitnasError, match="was not written by `bitnas export --format torch`"):
         load_export(tmp_path / "x.pt")
+    (tmp_path / "x.json").write_text(json.dumps({"format": "bitnas-torch-1", "spec": {"study": {}}}))
+    with pytest.raises(BitnasError, match="x.json") as e:
+        load_export(tmp_path / "x.pt")
+    assert "\n" not in str(e.value)
     assert main(["rebuild", str(tmp_path / "missing.pt")]) == 2
     assert main(["rebuild", str(tmp_path)]) == 2  # a run without --trial
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "needs --trial N" in err[1]
+
+
+def test_a_scheme_that_learned_its_own_state_in_qat_reloads(tmp_path):
+    """A soft codebook assignment trains its own ratios during QAT (FakeQuantLayer.trained):
+    the loader makes that state before loading it."""
+    from optuna.trial import FixedTrial
+
+    from bitnas.exporters import ExportItem
+    from bitnas.registry import EXPORTERS
+    from bitnas.search.context import SearchContext
+    from bitnas.search.strategies import arch_params
+
+    spec = StudySpec.from_dict({
+        **SPEC, "space": {"name": "cnn", "depth": [1], "widths": [8], "kernel_size": [3], "w_bits": [4],
+                          "a_bits": [8], "quantizers": ["codebook"]},
+        "quantizers": {"codebook": {"assign": "soft"}}})
+    ctx = SearchContext(spec, cache_dir=None)
+    cand = ctx.space.suggest(FixedTrial(arch_params(ctx.space, 1)[0]))
+    model, metrics, _, _ = ctx.prepared(cand, qat=True)
+    assert any(".trained." in k for k in model.state_dict())
+    groups, workload = ctx.structure(cand)
+    item = ExportItem(candidate=cand, model=model, groups=groups, workload=workload, hardware=ctx.hardware,
+                      space=ctx.space, task="digits", trial=0, metrics=metrics, spec=spec.to_dict())
+    pt = EXPORTERS.create("torch").export(item, tmp_path)[0]
+    loaded, _, _ = load_export(pt)
+    x = ctx.data.val.x
+    assert torch.equal(loaded(x), model(x))

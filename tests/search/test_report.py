@@ -21,7 +21,7 @@ from bitnas.search.report import scheme_letters, spec_text
 from bitnas.search.storage import run_dir_url
 from bitnas.search.study import open_study, run_search, summary
 from bitnas.spec import load_spec
-from tests.conftest import write_spec
+from tests.conftest import reports_on, write_spec
 from tests.e2e.test_cli_errors import _one_line_error
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -35,8 +35,15 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     extra = '\n[[objectives]]\nname = "latency_s"\nreference = 1.0\n'
     spec = load_spec(write_spec(tmp / "tiny.toml", trials=5, epochs=1, weight_bytes=1500, extra=extra))
-    result = run_search(spec, tmp / "run", log=lambda m: None)
+    with reports_on():
+        result = run_search(spec, tmp / "run", log=lambda m: None)
     return tmp / "run", result, spec
+
+
+@pytest.fixture(autouse=True)
+def _reports(monkeypatch):
+    """The suite skips the end-of-search report (tests/conftest.py); this file tests it."""
+    monkeypatch.delenv("BITNAS_NO_REPORT", raising=False)
 
 
 class _Structure(HTMLParser):
