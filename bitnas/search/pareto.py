@@ -119,7 +119,8 @@ def write_csv(records: list[dict[str, Any]], objectives: Sequence[Objective], pa
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
-def _label(name: str) -> str:
+def axis_label(name: str) -> str:
+    """An objective's axis label: its quantity and unit where known, else its name."""
     return {"energy_j": "energy (J)", "latency_s": "latency (s)", "weight_bytes": "weights (bytes)",
             "peak_act_bytes": "peak activations (bytes)"}.get(name, name)
 
@@ -188,8 +189,8 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
         xs = [p[0] for g in groups.values() for p in g if p[0] is not None and p[0] > 0]
         if xs and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
-        ax.set_xlabel(f"{_label(x_obj.name)} ({x_obj.direction})")
-        ax.set_ylabel(f"{_label(y_obj.name)} ({y_obj.direction})")
+        ax.set_xlabel(f"{axis_label(x_obj.name)} ({x_obj.direction})")
+        ax.set_ylabel(f"{axis_label(y_obj.name)} ({y_obj.direction})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     if title:
@@ -201,7 +202,8 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
         plt.close(fig)
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A table cell: floats at 4 decimals, or 4 significant digits when tiny or huge."""
     if isinstance(v, float):
         if v == 0 or (1e-3 <= abs(v) < 1e5):
             return f"{v:.4f}"
@@ -221,13 +223,13 @@ def format_table(records: Sequence[dict[str, Any]], objectives: Sequence[Objecti
     for r in records:
         bits = describe_plan(r["plan"])
         arch = describe_arch(r["arch"])
-        row = [str(r["trial"]), *[_fmt(r["values"][o.name]) for o in objectives],
+        row = [str(r["trial"]), *[format_value(r["values"][o.name]) for o in objectives],
                str(r["cost"]["weight_bytes"]), arch, bits]
         if has_ref:
             ref = r.get("reference_int8", {})
             ratio = r["cost"]["energy_j"] / ref["energy_j"] if ref.get("energy_j") else math.nan
-            row += [_fmt(r.get("fp_metrics", {}).get("accuracy", math.nan)),
-                    _fmt(ref.get("accuracy", math.nan)), f"{ratio:.2f}x"]
+            row += [format_value(r.get("fp_metrics", {}).get("accuracy", math.nan)),
+                    format_value(ref.get("accuracy", math.nan)), f"{ratio:.2f}x"]
         rows.append(row)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]

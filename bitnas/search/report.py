@@ -42,6 +42,8 @@ from bitnas.registry import EXPORTERS, SPACES
 from bitnas.search.hypervolume import front_hypervolume, history, knee, study_reference
 from bitnas.search.pareto import (
     atomic_write,
+    axis_label,
+    format_value,
     front_trials,
     is_feasible,
     member_record,
@@ -174,9 +176,7 @@ def _text_in(chars: int, points: float) -> float:
 
 
 def _label(o: Objective) -> str:
-    units = {"energy_j": "energy (J)", "latency_s": "latency (s)", "weight_bytes": "weights (bytes)",
-             "peak_act_bytes": "peak activations (bytes)"}
-    return f"{units.get(o.name, o.name)}, {'higher' if o.direction == 'maximize' else 'lower'} is better"
+    return f"{axis_label(o.name)}, {'higher' if o.direction == 'maximize' else 'lower'} is better"
 
 
 def _maybe_log(ax: Any, values: Sequence[float], axis: str) -> None:
@@ -439,14 +439,6 @@ def spec_text(spec: StudySpec) -> tuple[str, str]:
     return "json", json.dumps(d, indent=2) + "\n"
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if v == 0 or 1e-3 <= abs(v) < 1e5:
-            return f"{v:.4f}"
-        return f"{v:.3e}"
-    return str(v)
-
-
 def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
@@ -543,7 +535,7 @@ def build_report(study: optuna.Study, spec: StudySpec, *, run: str, study_arg: s
     add(f"<li>{len(records)} front member(s) of {len(trials)} finished trials "
         f"(objectives: {_e(', '.join(f'{o.name} ({o.direction})' for o in objectives))}).</li>")
     if k is not None:
-        vals = ", ".join(f"{o.name} = {_fmt(k['values'][o.name])}" for o in objectives)
+        vals = ", ".join(f"{o.name} = {format_value(k['values'][o.name])}" for o in objectives)
         add(f'<li>Knee: <a href="#trial-{knee_trial}">trial {knee_trial}</a> ({_e(vals)}), the member '
             "closest to the ideal point once each objective is scaled to [0, 1] over the front.</li>")
     else:
@@ -630,7 +622,7 @@ def _front_table(records: Sequence[Mapping[str, Any]], objectives: Sequence[Obje
         n = r["trial"]
         cls = ' class="knee"' if n == knee_trial else ""
         cells = [f'<td><a href="#trial-{n}">{n}</a>{" (knee)" if n == knee_trial else ""}</td>']
-        cells += [f'<td class="num">{_e(_fmt(r["values"][o.name]))}</td>' for o in objectives]
+        cells += [f'<td class="num">{_e(format_value(r["values"][o.name]))}</td>' for o in objectives]
         if size:
             cells.append(f'<td class="num">{_e(r["cost"]["weight_bytes"])}</td>')
         cells.append(f"<td>{_e(describe_arch(r['arch']))}</td>")
