@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bitnas.errors import BitnasError
-from bitnas.search.pareto import is_feasible, minimising_signs
+from bitnas.search.pareto import dominates, is_feasible, minimising_signs
 from bitnas.spec import Objective, StudySpec
 
 REFERENCE_ATTR = "hv_reference"
@@ -100,11 +100,18 @@ def history(study: optuna.Study, objectives: Sequence[Objective],
     directions = [o.direction for o in objectives]
     finished = sorted((t for t in study.get_trials(deepcopy=False)
                        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
+    # only the non-dominated points so far count, and the volume changes only when a new
+    # point joins them: recomputed then, not after every trial (a long study stays linear in
+    # its trials times its front)
     out, points, hv = [], [], 0.0
     for n, t in enumerate(finished, start=1):
-        new = feasible_points([t])
-        if new:
-            points += new
+        changed = False
+        for p in feasible_points([t]):
+            if any(q == p or dominates(q, p, directions) for q in points):
+                continue
+            points = [q for q in points if not dominates(p, q, directions)] + [p]
+            changed = True
+        if changed:
             hv = hypervolume(points, reference, directions)
         out.append((n, hv))
     return out

@@ -138,3 +138,29 @@ def test_pareto_cli_prints_hypervolume_knee_and_best_under(run, capsys):
     assert main(["pareto", str(out), "--under", "volts=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "volts is not one of" in err[0]
+
+
+def test_history_keeps_only_the_front_and_equals_recomputing_every_trial():
+    """history() recomputes the volume only when a point joins the non-dominated set; the
+    curve equals the plain recomputation over every point after every trial."""
+    import random
+
+    import optuna
+
+    from bitnas.search import hypervolume as hv
+    from bitnas.spec import Objective
+
+    directions = ["maximize", "minimize", "minimize"]
+    objectives = [Objective(n, d) for n, d in zip("abc", directions, strict=True)]
+    rng = random.Random(0)
+    study = optuna.create_study(directions=directions)
+    for _ in range(40):
+        study.tell(study.ask(), [rng.random(), rng.random(), rng.random()])
+    reference = [0.0, 1.0, 1.0]
+    points, plain = [], []
+    for t in study.trials:
+        points.append(list(t.values))
+        plain.append(hv.hypervolume(points, reference, directions))
+    fast = [v for _, v in hv.history(study, objectives, reference)]
+    assert fast == pytest.approx(plain, rel=1e-12, abs=1e-15)
+    assert len(set(fast)) < len(fast)  # dominated trials leave it unchanged
