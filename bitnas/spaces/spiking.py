@@ -100,14 +100,7 @@ class _SpikingSpace(SearchSpace):
     ) -> None:
         super().__init__(input_shape=input_shape, num_classes=num_classes,
                          quantizer_options=quantizer_options)
-        if len(self.input_shape) not in (3, 4):
-            raise BitnasError(f"space {self.name} needs images [C, H, W] or events [bins, C, H, W], "
-                              f"got input shape {self.input_shape}")
-        self.events = len(self.input_shape) == 4
-        self.time_steps = choice_list(time_steps, "space.time_steps", minimum=1)
-        if self.events and max(self.time_steps) > self.input_shape[0]:
-            raise BitnasError(f"space.time_steps {max(self.time_steps)} exceeds the task's "
-                              f"{self.input_shape[0]} event bins; lower it or raise task.bins")
+        self._time_steps(time_steps)
         self.embed_dims = choice_list(embed_dims, "space.embed_dims", minimum=8)
         self.depth = choice_list(depth, "space.depth", minimum=1)
         self.heads = choice_list(heads, "space.heads", minimum=1)
@@ -118,14 +111,7 @@ class _SpikingSpace(SearchSpace):
             for h in self.heads:
                 if e % h:
                     raise BitnasError(f"space.embed_dims {e} is not divisible by space.heads {h}")
-        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
-        self.precision.check_groups(set(self.all_groups()))
-        self.v_bits = tuple(check_bits(b, "space.v_bits") for b in choice_list(v_bits, "space.v_bits"))
-        if min(self.v_bits) < 2:
-            raise BitnasError("space.v_bits must be 2..16 or 32 (a membrane needs a sign and a value)")
-        if encoding not in ENCODINGS:
-            raise BitnasError(f"space.encoding = {encoding!r}; use one of: {', '.join(ENCODINGS)}")
-        self.encoding = encoding
+        self._precision(w_bits, a_bits, quantizers, group_w_bits, v_bits, encoding)
         channels, height, width = self.input_shape[-3:]
         if height != width or height < 8 or height & (height - 1):
             raise BitnasError(f"space {self.name} needs square inputs of 8, 16, 32, ... pixels, "
@@ -147,6 +133,36 @@ class _SpikingSpace(SearchSpace):
             "heads": choose(trial, "heads", self.heads),
             "mlp_ratio": choose(trial, "mlp_ratio", self.mlp_ratio),
         }
+        return self._candidate(trial, arch)
+
+    # shared by every spiking space (the transformers here, spiking_cnn) ---------------------
+
+    def _time_steps(self, time_steps: Sequence[int]) -> None:
+        """Check the input ([C, H, W] frames or [bins, C, H, W] events) and set the T choices."""
+        if len(self.input_shape) not in (3, 4):
+            raise BitnasError(f"space {self.name} needs images [C, H, W] or events [bins, C, H, W], "
+                              f"got input shape {self.input_shape}")
+        self.events = len(self.input_shape) == 4
+        self.time_steps = choice_list(time_steps, "space.time_steps", minimum=1)
+        if self.events and max(self.time_steps) > self.input_shape[0]:
+            raise BitnasError(f"space.time_steps {max(self.time_steps)} exceeds the task's "
+                              f"{self.input_shape[0]} event bins; lower it or raise task.bins")
+
+    def _precision(self, w_bits: Sequence[int], a_bits: Sequence[int], quantizers: Sequence[str],
+                   group_w_bits: Mapping[str, Sequence[int]] | None, v_bits: Sequence[int],
+                   encoding: str) -> None:
+        """The per-group precision choices, the membrane bits and the input encoding."""
+        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
+        self.precision.check_groups(set(self.all_groups()))
+        self.v_bits = tuple(check_bits(b, "space.v_bits") for b in choice_list(v_bits, "space.v_bits"))
+        if min(self.v_bits) < 2:
+            raise BitnasError("space.v_bits must be 2..16 or 32 (a membrane needs a sign and a value)")
+        if encoding not in ENCODINGS:
+            raise BitnasError(f"space.encoding = {encoding!r}; use one of: {', '.join(ENCODINGS)}")
+        self.encoding = encoding
+
+    def _candidate(self, trial: optuna.trial.BaseTrial, arch: dict[str, Any]) -> Candidate:
+        """``arch`` with every group's precision suggested, v_bits where it owns neurons."""
         layers = {}
         owners = {g for g, names in self._neurons(arch["depth"]).items() if names}
         for g in self.group_names(arch["depth"]):

@@ -38,10 +38,10 @@ import optuna
 from torch import nn
 
 from bitnas.errors import BitnasError
-from bitnas.plan import FLOAT_BITS, Candidate, QuantPlan, check_bits
+from bitnas.plan import FLOAT_BITS, Candidate
 from bitnas.registry import SPACES
-from bitnas.spaces.base import PrecisionChoices, SearchSpace, choice_list, choose
-from bitnas.spaces.spiking import ENCODINGS, _SpikingSpace
+from bitnas.spaces.base import SearchSpace, choice_list, choose
+from bitnas.spaces.spiking import _SpikingSpace
 
 
 def lif() -> nn.Module:
@@ -85,24 +85,10 @@ class SpikingCNNSpace(_SpikingSpace):
     ) -> None:
         SearchSpace.__init__(self, input_shape=input_shape, num_classes=num_classes,
                              quantizer_options=quantizer_options)
-        if len(self.input_shape) not in (3, 4):
-            raise BitnasError(f"space {self.name} needs images [C, H, W] or events [bins, C, H, W], "
-                              f"got input shape {self.input_shape}")
-        self.events = len(self.input_shape) == 4
-        self.time_steps = choice_list(time_steps, "space.time_steps", minimum=1)
-        if self.events and max(self.time_steps) > self.input_shape[0]:
-            raise BitnasError(f"space.time_steps {max(self.time_steps)} exceeds the task's "
-                              f"{self.input_shape[0]} event bins; lower it or raise task.bins")
+        self._time_steps(time_steps)
         self.depth = choice_list(depth, "space.depth", minimum=1)
         self.widths = choice_list(widths, "space.widths", minimum=1)
-        self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
-        self.precision.check_groups(set(self.all_groups()))
-        self.v_bits = tuple(check_bits(b, "space.v_bits") for b in choice_list(v_bits, "space.v_bits"))
-        if min(self.v_bits) < 2:
-            raise BitnasError("space.v_bits must be 2..16 or 32 (a membrane needs a sign and a value)")
-        if encoding not in ENCODINGS:
-            raise BitnasError(f"space.encoding = {encoding!r}; use one of: {', '.join(ENCODINGS)}")
-        self.encoding = encoding
+        self._precision(w_bits, a_bits, quantizers, group_w_bits, v_bits, encoding)
 
     def group_names(self, depth: int) -> list[str]:
         return ["stem", *(f"block{i}" for i in range(depth)), "head"]
@@ -111,15 +97,7 @@ class SpikingCNNSpace(_SpikingSpace):
         steps = choose(trial, "time_steps", self.time_steps)
         depth = choose(trial, "depth", self.depth)
         widths = [choose(trial, f"width{i}", self.widths) for i in range(depth + 1)]
-        arch = {"time_steps": steps, "depth": depth, "widths": widths}
-        layers = {}
-        owners = {g for g, names in self._neurons(depth).items() if names}
-        for g in self.group_names(depth):
-            lq = self.precision.suggest(trial, g)
-            # membrane bits only where the group owns neurons: elsewhere they change nothing
-            v_bits = choose(trial, f"{g}.v_bits", self.v_bits) if g in owners else FLOAT_BITS
-            layers[g] = lq.replace(v_bits=v_bits)
-        return Candidate(arch=arch, plan=QuantPlan(layers), space=self.name)
+        return self._candidate(trial, {"time_steps": steps, "depth": depth, "widths": widths})
 
     def _build_net(self, arch: Mapping[str, Any]) -> nn.Module:
         from spikingjelly.activation_based import layer
