@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/bitnas search bitnas/experiments/quickstart.toml
 
-# the worker tests also run against a local PostgreSQL server, which this starts (or
-# installs) when it can; when it cannot, it says why and that test skips
+# the worker tests also run against a local PostgreSQL server, and the report test renders
+# in headless Chromium; this starts (or installs) both when it can; when it cannot, it says
+# why and that test skips
 test: $(STAMP)
 	-@bash scripts/postgres-up.sh
+	-@bash scripts/chromium-up.sh
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
