@@ -24,5 +24,6 @@ MODULES: dict[str, tuple[str, ...]] = {
                            "bitnas.experiments.fp_xint", "bitnas.experiments.nonuniform_ptq",
                            "bitnas.experiments.vq4all", "bitnas.experiments.tinyml_indoor"),
     "bitnas.input_transforms": ("bitnas.evaluators.dex",),
-    "bitnas.exporters": ("bitnas.exporters.ai8x", "bitnas.exporters.onnx", "bitnas.exporters.pytorch"),
+    "bitnas.exporters": ("bitnas.exporters.ai8x", "bitnas.exporters.nir", "bitnas.exporters.onnx",
+                         "bitnas.exporters.pytorch"),
 }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import importlib.util
 import io
 import json
 import math
@@ -56,8 +55,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TIMING_ORDER = ("workload_s", "cost_s", "fp_train_s", "eval_s")
 TIMING_LABELS = {"workload_s": "workload (the network's layers)", "cost_s": "cost model",
                  "fp_train_s": "FP training", "eval_s": "evaluation (PTQ, QAT)"}
-#: the export format the front table's commands name, when it is registered
-PREFERRED_EXPORT = "onnx"
 
 DPI = 90
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -456,16 +453,19 @@ def _commands(run: str, trial: int, study_arg: str | None, fmt: str | None) -> l
 
 
 def export_format(space: str) -> str | None:
-    """The format the front table's export commands name: ``ai8x`` for the ai8x space, onnx
-    for other non-spiking spaces where the onnx package is installed, else ``torch`` (which
-    takes every space); None where none of these is registered."""
+    """The format the front table's export commands name: the space's ``export_format`` where
+    it is registered and its package installed, else ``torch`` (which takes every space);
+    None where none is registered."""
     names = set(EXPORTERS.names())
-    spiking = space in SPACES.names() and SPACES.get(space).spiking
-    if space == "ai8x" and "ai8x" in names:
-        return "ai8x"
-    if not spiking and PREFERRED_EXPORT in names and importlib.util.find_spec("onnx") is not None:
-        return PREFERRED_EXPORT
-    return "torch" if "torch" in names else next(iter(sorted(names)), None)
+    preferred = SPACES.get(space).export_format if space in SPACES.names() else None
+    for fmt in (preferred, "torch"):
+        if fmt in names:
+            try:
+                EXPORTERS.create(fmt)  # a format whose package is missing refuses here
+            except BitnasError:
+                continue
+            return fmt
+    return next(iter(sorted(names)), None)
 
 
 CSS = """

@@ -72,6 +72,7 @@ class Ai8xSpace(SearchSpace):
     """MAX7800x CNNs: input transform and DEX channels, depth, widths, pools; bits {1,2,4,8}."""
 
     name = "ai8x"
+    export_format = "ai8x"
     tiny_options = {"depth": [2], "widths": [4, 8], "dex_channels": [3, 6], "w_bits": [2, 8]}
 
     def __init__(

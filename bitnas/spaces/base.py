@@ -183,6 +183,9 @@ class SearchSpace(ABC):
     tiny_options: ClassVar[Mapping[str, Any]] = {}
     #: whether its networks spike (SpikingJelly neurons): formats without neurons (onnx) refuse them
     spiking: ClassVar[bool] = False
+    #: the export format that deploys its candidates best (the report's export commands name it;
+    #: ``torch`` where that format is not installed)
+    export_format: ClassVar[str] = "onnx"
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int,
                  quantizer_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:

@@ -79,6 +79,7 @@ class _SpikingSpace(SearchSpace):
     example_task = {"name": "event_digits", "bins": 4, "size": 16}
     tiny_options = {"time_steps": [2], "embed_dims": [16], "depth": [1], "heads": [1], "mlp_ratio": [2]}
     spiking = True
+    export_format = "torch"  # no NIR primitive for spike-times-spike attention
 
     def __init__(
         self,

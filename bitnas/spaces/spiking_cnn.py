@@ -6,8 +6,11 @@ each BatchNorm is folded into its convolution):
 
 - ``stem``: Conv2d(in_channels -> width0, 3x3, pad 1, no bias) - BatchNorm2d - LIF;
 - ``block{i}`` (``depth`` of them): Conv2d(width{i} -> width{i+1}, 3x3, pad 1, no bias) -
-  BatchNorm2d - LIF - AvgPool2d(2), the pool left out once the map is down to 1 pixel
-  (an 8x8 digit pools at most three times, a 16x16 event frame four);
+  BatchNorm2d - AvgPool2d(2) - LIF, the pool left out once the map is down to 1 pixel
+  (an 8x8 digit pools at most three times, a 16x16 event frame four). The pool comes
+  before the neuron, so every layer after the stem takes binary spikes (an average of
+  spikes, k/4, would be rounded by an activation grid that NIR cannot express), and the
+  neuron holds a quarter of the membranes;
 - ``head``: Flatten - Linear(num_classes), with no neuron after it: its per-step
   outputs (the membrane input a read-out neuron would integrate) are averaged over the
   T steps by :class:`~bitnas.spaces.spiking.SpikingClassifier`.
@@ -65,6 +68,7 @@ class SpikingCNNSpace(_SpikingSpace):
     """Spiking CNN (SpikingJelly 2.0 conv-BN-LIF blocks): T, depth, widths; bits, scheme, v_bits."""
 
     name = "spiking_cnn"
+    export_format = "nir"
     tiny_options = {"time_steps": [2], "depth": [1], "widths": [4]}
 
     def __init__(  # the spiking spaces' knobs, with CNN widths in place of the transformer's
@@ -113,7 +117,10 @@ class SpikingCNNSpace(_SpikingSpace):
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             parts = conv_bn_lif(c_in, c_out)
             if min(height, width) >= 2:  # never pool a map below 1x1
+                # before the neuron (pooling is linear: it commutes with the BN), so that every
+                # layer after the stem takes binary spikes, exact at any activation width
                 parts["pool"] = layer.AvgPool2d(2, step_mode="m")
+                parts.move_to_end("lif")
                 height, width = height // 2, width // 2
             blocks.append(nn.Sequential(parts))
         return nn.Sequential(OrderedDict(

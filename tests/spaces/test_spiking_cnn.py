@@ -61,10 +61,10 @@ def test_workload_by_hand():
         ("net.stem.conv", "conv2d", "stem", 1024 * 18, 4 * 2 * 9, False, 0, 1024),
         # the BN folds into the bias-free conv: its shift becomes that conv's 4 biases
         ("net.stem.bn", "norm", "stem", 1024, 0, True, 4, 0),
-        ("net.blocks.0.conv", "conv2d", "block0", 2048 * 36, 8 * 4 * 9, False, 0, 2048),
+        ("net.blocks.0.conv", "conv2d", "block0", 2048 * 36, 8 * 4 * 9, False, 0, 0),
         ("net.blocks.0.bn", "norm", "block0", 2048, 0, True, 8, 0),
-        # 2x2 average: 3 adds per output, 8 x 8 x 8 outputs
-        ("net.blocks.0.pool", "pool", "block0", 512 * 3, 0, False, 0, 0),
+        # 2x2 average: 3 adds per output, 8 x 8 x 8 outputs; it feeds the LIF (512 membranes)
+        ("net.blocks.0.pool", "pool", "block0", 512 * 3, 0, False, 0, 512),
         ("net.head", "linear", "head", 512 * 10, 5120, False, 10, 0),
     ]
     assert {w.timesteps for w in wl} == {3}
@@ -84,7 +84,7 @@ def test_membrane_bits_change_what_the_network_computes():
     with torch.no_grad():  # untrained, at unit BN scale, hardly a membrane reaches the threshold
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.fill_(3.0)
+                m.weight.fill_(6.0)
     groups, neurons = space.layer_groups(model), space.neuron_groups(model)
     x = torch.poisson(torch.full((4, *EVENTS), 0.5))
 
@@ -110,7 +110,8 @@ def test_loihi_snn45nm_and_generic45nm_cost_it():
         cost = HARDWARE.create(name).cost(wl, plan)
         assert cost.feasible and cost.energy_j > 0 and cost.latency_s > 0, name
     cost = HARDWARE.create("loihi").cost(wl, plan)
-    # compartments: 1,024 (stem), 2,048 (block0: 2 cores), 10 (head); pools and folded BNs none
+    # compartments: 1,024 (stem), 2,048 (block0's conv outputs: 2 cores), 10 (head); pools and
+    # folded BNs none (the model counts a weighted layer's outputs, not the pooled neurons)
     assert cost.fields["cores"] == 4
     assert cost.per_layer["net.blocks.0.conv"]["cores"] == 2
     assert cost.per_layer["net.blocks.0.pool"]["cores"] == 0
