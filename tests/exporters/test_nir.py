@@ -197,4 +197,5 @@ def test_the_cli_refuses_a_quantized_membrane_in_one_line_and_exit_2(tmp_path, c
     assert main(["export", str(tmp_path / "run"), "--trial", "0", "--format", "nir"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "op net.stem.lif" in err and "v_bits = 32" in err
-    assert not (tmp_path / "run" / "export_nir").exists() or not any((tmp_path / "run" / "export_nir").iterdir())
+    out = tmp_path / "run" / "export_nir"
+    assert not out.exists() or not any(out.iterdir())
