@@ -46,7 +46,7 @@ DEFAULT_STRATEGY = "sensitivity-guided"
 STUDY_KEYS = ("name", "trials", "seed", "storage", "strategy", "sampler", "directions")
 DIRECTIONS = ("maximize", "minimize")
 #: what a space gets besides its [space] options: from the task, and the [quantizers] tables
-SPACE_CONTEXT = {"input_shape", "num_classes", "quantizer_options"}
+SPACE_CONTEXT = {"input_shape", "num_classes", "quantizer_options", "input_vocab"}
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -534,12 +534,12 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
     space_cls = SPACES.get(space["name"])
     _check_kwargs(space_cls, space_opts, "space", skip=SPACE_CONTEXT)
     task_obj = task_cls(**task_opts)
-    space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes, **space_opts)
+    space_obj = make_space(space["name"], task_obj, task["name"], **space_opts)
     if train_cfg.kd:  # the teacher must build (it is trained only when the first QAT runs)
         teacher_name = train_cfg.teacher_space or space["name"]
-        teacher_space = SPACES.create(SPACES.check(teacher_name, "task.teacher_space"),
-                                      input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,
-                                      **(space_opts if teacher_name == space["name"] else {}))
+        SPACES.check(teacher_name, "task.teacher_space")
+        teacher_space = make_space(teacher_name, task_obj, task["name"],
+                                   **(space_opts if teacher_name == space["name"] else {}))
         arch = _ReadKeys(train_cfg.teacher)
         try:
             teacher_space.build(arch)
@@ -552,8 +552,8 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
                             f"use (it read {', '.join(sorted(arch.read))}); remove or rename them")
     quantizers = _quantizer_options(raw.get("quantizers"), space_obj.precision.quantizers)
     if quantizers:  # again, now with the options filled into every plan
-        space_obj = space_cls(input_shape=task_obj.input_shape, num_classes=task_obj.num_classes,
-                              quantizer_options=quantizers, **space_opts)
+        space_obj = make_space(space["name"], task_obj, task["name"], quantizer_options=quantizers,
+                               **space_opts)
     hw_opts = {k: v for k, v in hardware.items() if k != "name"}
     hw = HARDWARE.get(hardware["name"])(**hw_opts)
     _check_weight_bits(space_obj, hw, hardware["name"])
@@ -568,6 +568,22 @@ def _validate(raw: Mapping[str, Any], default_name: str) -> StudySpec:
         constraints=constraints, metric_bounds=bounds, quantizers=quantizers,
         cost_fields=cost_fields, metrics=metrics,
     )
+
+
+def make_space(name: str, task: Any, task_name: str, **options: Any) -> Any:
+    """Space ``name`` for ``task``'s inputs: its shape and classes, and, for a task of token
+    ids (``input_vocab``), the vocabulary, which only a space that ``takes_tokens`` reads."""
+    cls = SPACES.get(SPACES.check(name, "space.name"))
+    tokens = bool(getattr(cls, "takes_tokens", False))
+    if bool(getattr(task, "input_vocab", 0)) != tokens:
+        if tokens:
+            raise SpecError(f"space {name} reads token ids, and task {task_name} gives features; "
+                            "use a token task (factual_recall, associations)")
+        raise SpecError(f"task {task_name} gives token ids, and space {name} reads features; use a "
+                        "space that takes tokens (recall_transformer, assoc_memory)")
+    if tokens:
+        options["input_vocab"] = task.input_vocab
+    return cls(input_shape=task.input_shape, num_classes=task.num_classes, **options)
 
 
 def _objectives(raw: Any, metrics: Mapping[str, str], cost_fields: Sequence[str],

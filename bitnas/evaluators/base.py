@@ -17,6 +17,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from bitnas.errors import BitnasError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -38,6 +40,15 @@ class TaskData:
 CLASSIFICATION_METRICS: Mapping[str, str] = {"accuracy": "maximize", "macro_f1": "maximize"}
 
 
+def int_option(value: object, field: str, minimum: int, maximum: int | None = None) -> int:
+    """A task's integer option, checked (one clear line when it is not an integer in range)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise BitnasError(f"{field} must be an integer {bound}, got {value!r}")
+    return value
+
+
 class Task(ABC):
     """A dataset with a fixed split and its metrics (registered in ``TASKS``).
 
@@ -47,6 +58,9 @@ class Task(ABC):
 
     input_shape: Sequence[int] = ()
     num_classes: int = 0
+    #: 0: inputs are features; n > 0: inputs are token ids 0..n-1 (held as floats), which only
+    #: a space with ``takes_tokens`` reads (it is given ``input_vocab=n``)
+    input_vocab: int = 0
     metrics: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRICS
 
     @abstractmethod

@@ -76,7 +76,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from bitnas.errors import BitnasError
-from bitnas.evaluators.base import Split, Task, TaskData
+from bitnas.evaluators.base import Split, Task, TaskData, int_option
 from bitnas.registry import TASKS
 
 #: the file extensions SpikingJelly's datasets read (``get_extensions``)
@@ -319,12 +319,6 @@ def pool_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 
 
-def _int_option(value: object, field: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise BitnasError(f"{field} must be an integer in {lo}..{hi}, got {value!r}")
-    return value
-
-
 def _fraction(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.5:
         raise BitnasError(f"{field} must be a fraction in (0, 0.5), got {value!r}")
@@ -387,8 +381,8 @@ class EventDatasetTask(Task):
             )
         if not isinstance(path, str) or not path.strip():
             raise BitnasError(f"task.path must be a directory path, got {path!r}")
-        self.bins = _int_option(bins, "task.bins", 1, 64)
-        self.size = _int_option(size, "task.size", 8, 128)
+        self.bins = int_option(bins, "task.bins", 1, 64)
+        self.size = int_option(size, "task.size", 8, 128)
         self.options: dict[str, Any] = {"path": path, "bins": self.bins, "size": self.size,
                                         "val_fraction": _fraction(val_fraction, "task.val_fraction")}
         if test_fraction is not None:

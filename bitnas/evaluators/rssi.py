@@ -129,7 +129,7 @@ import numpy as np
 import torch
 
 from bitnas.errors import BitnasError
-from bitnas.evaluators.base import Split, Task, TaskData
+from bitnas.evaluators.base import Split, Task, TaskData, int_option
 from bitnas.registry import TASKS
 
 # ------------------------------------------------------------------------------------------
@@ -779,14 +779,6 @@ def uji_windows(scans: UjiScans, labels: np.ndarray, columns: np.ndarray, window
 # the task
 
 
-def _int_option(value: object, field: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
-        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise BitnasError(f"{field} must be an integer {bound}, got {value!r}")
-    return value
-
-
 @TASKS.register("rssi_rooms")
 class RssiRoomsTask(Task):
     """Room-level indoor localisation from windows of BLE RSSI (generated houses, CSVs, UJIIndoorLoc).
@@ -800,8 +792,8 @@ class RssiRoomsTask(Task):
         if source not in SOURCES:
             raise BitnasError(f"task.source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}")
         self.source = source
-        self.window = _int_option(window, "task.window", 1)
-        self.hop = _int_option(hop, "task.hop", 1)
+        self.window = int_option(window, "task.window", 1)
+        self.hop = int_option(hop, "task.hop", 1)
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not (
                 0 < val_fraction < 0.5):
             raise BitnasError(f"task.val_fraction must be a fraction in (0, 0.5), got {val_fraction!r}")
@@ -829,7 +821,7 @@ class RssiRoomsTask(Task):
                 choices = ", ".join(map(repr, UJI_LABELS))
                 raise BitnasError(f"task.label must be one of {choices}, got {label!r}")
             self.label = label
-            self.n_aps = _int_option(520 if aps is None else aps, "task.aps", 1, 520)
+            self.n_aps = int_option(520 if aps is None else aps, "task.aps", 1, 520)
             if label == "space":
                 self.spaces = uji_spaces(read_ujiindoorloc(self._file("trainingData.csv")))
                 self.num_classes = len(self.spaces)
@@ -837,10 +829,10 @@ class RssiRoomsTask(Task):
                 self.num_classes = UJI_BUILDINGS if label == "building" else UJI_BUILDINGS * UJI_FLOORS
         else:
             spec = HOUSES[self.house]
-            self.n_aps = spec.aps if aps is None else _int_option(aps, "task.aps", 1)
-            self.num_classes = spec.rooms if rooms is None else _int_option(rooms, "task.rooms", 2)
+            self.n_aps = spec.aps if aps is None else int_option(aps, "task.aps", 1)
+            self.num_classes = spec.rooms if rooms is None else int_option(rooms, "task.rooms", 2)
         self.input_shape = (self.window, self.n_aps)
-        self.ram_bytes = None if ram_bytes is None else _int_option(ram_bytes, "task.ram_bytes", 1)
+        self.ram_bytes = None if ram_bytes is None else int_option(ram_bytes, "task.ram_bytes", 1)
         need = self.window * self.n_aps
         if self.ram_bytes is not None and self.ram_bytes < need:
             raise BitnasError(f"task.ram_bytes = {self.ram_bytes} is smaller than one input window "

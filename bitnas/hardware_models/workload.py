@@ -299,6 +299,18 @@ def _self_attention(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.T
 counter(f"{_TT}.EncoderBlock")(_residual_adds(2))  # attention's, then the MLP's
 
 
+@counter("bitnas.spaces.recall.LastQueryAttention")
+def _last_query_attention(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
+    """The last position's query against all T keys (H x T scores, d_h products each), their
+    softmax, and the scores times the T values. Its projections are counted on their own."""
+    tokens = inputs[0].shape[-2]
+    inner = m.heads * m.head_dim
+    scores = m.heads * tokens
+    return [Op("matmul", macs=tokens * inner, in_elems=inner + tokens * inner, out_elems=scores, label="qk"),
+            Op("act", macs=scores, in_elems=scores, out_elems=scores, label="softmax"),
+            Op("matmul", macs=tokens * inner, in_elems=scores + tokens * inner, out_elems=inner, label="av")]
+
+
 @counter(f"{_TT}.PositionTable")
 def _position_table(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> list[Op]:
     """An add per element; the table is stored (32 bits) and read with the weights."""

@@ -18,8 +18,8 @@ from bitnas.evaluators import (
 )
 from bitnas.hardware_models import Cost, LayerWorkload, extract_workload, measure_activity
 from bitnas.plan import Candidate, QuantPlan
-from bitnas.registry import HARDWARE, SPACES, TASKS
-from bitnas.spec import StudySpec
+from bitnas.registry import HARDWARE, TASKS
+from bitnas.spec import StudySpec, make_space
 
 #: multi-fidelity: given the PTQ model's validation metrics and its measured cost,
 #: whether to fine-tune it
@@ -36,12 +36,7 @@ class SearchContext:
         self.spec = spec
         self.task = TASKS.create(spec.task["name"], **spec.task_options())
         self.data = self.task.load(spec.seed)
-        self.space = SPACES.create(
-            spec.space["name"],
-            input_shape=self.task.input_shape,
-            num_classes=self.task.num_classes,
-            **spec.space_kwargs(),
-        )
+        self.space = make_space(spec.space["name"], self.task, spec.task["name"], **spec.space_kwargs())
         self.hardware = HARDWARE.create(spec.hardware["name"], **spec.hardware_options())
         self.evaluator = self.task.evaluator(self.data)
         self.train_cfg = spec.train
@@ -183,8 +178,7 @@ class SearchContext:
             name = cfg.teacher_space or self.spec.space["name"]
             # the study's own space keeps its options (an input encoding, time steps)
             options = self.spec.space_options() if name == self.spec.space["name"] else {}
-            space = SPACES.create(name, input_shape=self.task.input_shape, num_classes=self.task.num_classes,
-                                  **options)
+            space = make_space(name, self.task, self.spec.task["name"], **options)
             arch = dict(cfg.teacher)
             try:
                 space.build(arch)

@@ -186,12 +186,17 @@ class SearchSpace(ABC):
     #: the export format that deploys its candidates best (the report's export commands name it;
     #: ``torch`` where that format is not installed)
     export_format: ClassVar[str] = "onnx"
+    #: whether it reads token ids (a task with ``input_vocab``: it is then made with
+    #: ``input_vocab=n``) instead of features; a study pairs token tasks with token spaces only
+    takes_tokens: ClassVar[bool] = False
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int,
-                 quantizer_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 quantizer_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 input_vocab: int = 0) -> None:
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.quantizer_options = dict(quantizer_options or {})
+        self.input_vocab = input_vocab
 
     @abstractmethod
     def all_groups(self) -> list[str]:
