@@ -60,7 +60,7 @@ def test_default_directions_come_from_the_objective():
 
 BAD = [
     ('name = "cnn"', 'name = "cnm"', r"unknown space space.name = 'cnm' \(did you mean 'cnn'\?\); "
-                                      r"choose one of: ai8x, cnn"),
+                                      r"choose one of: ai8x, assoc_memory, cnn"),
     ('name = "generic45nm"', 'name = "loihi9"', r"unknown hardware model hardware.name = 'loihi9'"),
     ('name = "digits"', 'name = "mnist"', r"unknown task task.name = 'mnist'"),
     ("w_bits = [2, 4, 8]", "w_bits = [2, 4, 17]", r"space.w_bits = 17 is out of range; use 1..16"),

@@ -62,6 +62,9 @@ class Task(ABC):
     #: a space with ``takes_tokens`` reads (it is given ``input_vocab=n``)
     input_vocab: int = 0
     metrics: ClassVar[Mapping[str, str]] = CLASSIFICATION_METRICS
+    #: the metrics that count things (>= 0, no upper bound); every other one is a fraction in [0, 1]
+    #: or, if its direction is "minimize", an error of any size
+    counts: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def load(self, seed: int) -> TaskData:

@@ -39,6 +39,7 @@ from bitnas.evaluators.base import Evaluator, Split, Task, TaskData, int_option,
 from bitnas.registry import TASKS
 
 STORAGE_METRICS: Mapping[str, str] = {"accuracy": "maximize", "facts": "maximize", "fact_bits": "maximize"}
+STORAGE_COUNTS = frozenset({"facts", "fact_bits"})
 
 
 class StorageEvaluator(Evaluator):
@@ -66,6 +67,7 @@ class FactualRecallTask(Task):
     """S subjects x R relations, one of D answers each, in noisy sequences (see the module docstring)."""
 
     metrics = STORAGE_METRICS
+    counts = STORAGE_COUNTS
 
     def __init__(self, *, subjects: int = 16, relations: int | None = None, answers: int = 8,
                  length: int = 32, noise: int | None = None, contexts: int = 16) -> None:
@@ -131,6 +133,7 @@ class AssociationsTask(Task):
     """N inputs, each mapped to one of M outputs: what an associative memory stores."""
 
     metrics = STORAGE_METRICS
+    counts = STORAGE_COUNTS
 
     def __init__(self, *, inputs: int = 64, outputs: int | None = None) -> None:
         self.inputs = int_option(inputs, "task.inputs", 2)

@@ -144,7 +144,7 @@ class _Recall:
                 "fact_bits_per_param": None if facts is None else facts * math.log2(8) / self.params}
 
 
-def _memory_capacity(base: StudySpec, memory: str, dim: int, width: int, steps: int, out_dir: Path,
+def _memory_capacity(base: StudySpec, memory: str, dim: int, width: int, steps: int,
                      log: Log) -> dict[str, Any]:
     """Largest N (M = N) an associative memory recalls at >= 99 %."""
     params = AssocMemorySpace.parameters({"memory": memory, "dim": dim, "width": width})
@@ -158,8 +158,9 @@ def _memory_capacity(base: StudySpec, memory: str, dim: int, width: int, steps: 
             "task": {"name": "associations", "inputs": n, "epochs": epochs, "lr": 0.01, "batch_size": batch},
             "hardware": {"name": "generic45nm"},
             "objectives": [{"name": "accuracy"}, {"name": "weight_bytes"}]})
-        ctx = SearchContext(spec, cache_dir=out_dir / "fp_cache")
-        acc = measure(ctx, WeightChoice(FLOAT_BITS, "uniform"))
+        # no FP cache: a memory trains in seconds, and the cache's per-epoch checkpoint would
+        # cost more than the training (an epoch here is one batch)
+        acc = measure(SearchContext(spec, cache_dir=None), WeightChoice(FLOAT_BITS, "uniform"))
         log(f"{NAME}:   {memory} memory d {dim}" + (f" m {width}" if memory == "mlp" else "")
             + f": N = {n}: accuracy {acc['accuracy']:.3f}")
         return acc["accuracy"] >= THRESHOLD
@@ -201,10 +202,10 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     measured = [c for c in floats if c["facts"] is not None]
     slope = fit_through_origin([c["params"] for c in measured], [c["facts"] for c in measured])
     log(f"{NAME}: 1. associative memories (binary search on N, M = N)")
-    memories = [_memory_capacity(base, "linear", d, 0, cfg["assoc_steps"], out_dir, log)
+    memories = [_memory_capacity(base, "linear", d, 0, cfg["assoc_steps"], log)
                 for d in cfg["linear_dims"]]
     mlp_dim, mlp_widths = cfg["mlp"]
-    memories += [_memory_capacity(base, "mlp", mlp_dim, m, cfg["assoc_steps"], out_dir, log)
+    memories += [_memory_capacity(base, "mlp", mlp_dim, m, cfg["assoc_steps"], log)
                  for m in mlp_widths]
     fits = {}
     for kind in ("linear", "mlp"):
@@ -250,7 +251,46 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
               "points": [p for rr in {**runs}.values() for p in rr.points],
               "this_run_wall_s": time.perf_counter() - start}
     write_report(out_dir, report, format_report(report))
+    plot(report, out_dir / "capacity.png")
     return report
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    """capacity.png: facts against parameters (float: measured, fit, paper) and facts per weight
+    bit against bits (each quantized size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bitnas.atomic import atomic_write
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    pts = [c for c in r["float"] if c["facts"] is not None]
+    xs = [c["params"] for c in r["float"]]
+    a.plot([c["params"] for c in pts], [c["facts"] for c in pts], "o", color="C0", label="bitnas, measured")
+    top = max(xs, default=1)
+    if r["facts_per_param"] is not None:
+        a.plot([0, top], [0, r["facts_per_param"] * top], "-", color="C0",
+               label=f"fit: {r['facts_per_param']:.3f} facts / param")
+    a.plot([0, top], [0, PAPER["facts_per_param"] * top], "--", color="grey",
+           label=f"paper: {PAPER['facts_per_param']} facts / param")
+    a.set_xlabel("parameters (4 H d_h d + 2 m d)")
+    a.set_ylabel("facts stored at >= 99 %")
+    a.set_title("capacity, float")
+    a.legend(fontsize=8)
+    sizes = sorted({(c["heads"], c["width"]) for c in r["quantized"]})
+    for i, (h, m) in enumerate(sizes):
+        rows = [c for c in r["quantized"] if (c["heads"], c["width"]) == (h, m) and c["facts"] is not None]
+        b.plot([c["bits"] for c in rows], [c["facts_per_weight_bit"] for c in rows], "o-", color=f"C{i + 1}",
+               label=f"H {h}, m {m}")
+    b.set_xlabel("weight bits (uniform, QAT)")
+    b.set_ylabel("facts per bit of weight storage")
+    b.set_title("storage per weight bit")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)
 
 
 def _one_group_at(ctx: SearchContext, group: str, bits: int) -> float:
@@ -296,8 +336,12 @@ def format_report(r: dict[str, Any]) -> str:
               "## 2. Capacity against weight bits (uniform, QAT)", "",
               "| H | m | bits | largest S | facts | facts / param | facts / weight bit | fact bits / param |",
               "|---|---|---|---|---|---|---|---|"]
-    for c in r["quantized"]:
-        lines.append(f"| {c['heads']} | {c['width']} | {c['bits']} | {_n(c['subjects'], '{}')} | "
+    sizes = list(dict.fromkeys((c["heads"], c["width"]) for c in r["quantized"]))
+    rows = [c for size in sizes for c in [*(q for q in r["quantized"] if (q["heads"], q["width"]) == size),
+                                          *(f for f in r["float"] if (f["heads"], f["width"]) == size)]]
+    for c in rows:
+        bits = "float" if c["bits"] >= FLOAT_BITS else c["bits"]
+        lines.append(f"| {c['heads']} | {c['width']} | {bits} | {_n(c['subjects'], '{}')} | "
                      f"{_n(c['facts'], '{:,}')} | {_n(c['facts_per_param'])} | "
                      f"{_n(c['facts_per_weight_bit'])} | {_n(c['fact_bits_per_param'])} |")
     peaks = {}

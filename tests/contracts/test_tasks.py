@@ -29,4 +29,8 @@ def test_task_declares_and_returns_its_metrics(name):
     metrics = task.evaluator(data).evaluate(model)
     for m in task.metrics:
         assert m in metrics and f"test_{m}" in metrics
-        assert 0.0 <= metrics[m] <= 1.0 or task.metrics[m] == "minimize"
+        if m in task.counts:
+            assert metrics[m] >= 0.0 and metrics[f"test_{m}"] >= 0.0, m
+        else:
+            assert 0.0 <= metrics[m] <= 1.0 or task.metrics[m] == "minimize"
+    assert set(task.counts) <= set(task.metrics)

@@ -38,15 +38,16 @@ def _study(url):
 
 
 def _two_workers_share_the_budget(url, out):
-    spec = _spec(out / "s.toml", trials=12, slow=True)  # slow enough that both take part
-    procs = [_worker(spec, url, out / "run") for _ in range(2)]
+    spec = _spec(out / "s.toml", trials=8, slow=True)  # slow enough that both take part
+    # one torch thread each: two workers of two threads on two cores would oversubscribe them
+    procs = [_worker(spec, url, out / "run", "--threads", "1") for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (stdout, stderr) in zip(procs, outs, strict=True):
         assert p.returncode == 0, stderr
         assert "worker done" in stdout
     study = _study(url)
     finished = study.get_trials(states=FINISHED)
-    assert 12 <= len(finished) <= 13  # at most one trial of overshoot per extra worker
+    assert 8 <= len(finished) <= 9  # at most one trial of overshoot per extra worker
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL))
     assert all("worker" in t.user_attrs for t in finished)  # each ran in exactly one worker
     # workers seed their samplers apart: they do not replay each other's proposals. Two

@@ -6,15 +6,27 @@ import torch
 
 from bitnas.evaluators import DigitsTask
 from bitnas.hardware_models import extract_workload
-from bitnas.registry import SPACES, load_all
+from bitnas.registry import SPACES, TASKS, load_all
 from bitnas.search.rebuild import rebuild_candidate
+from bitnas.spec import make_space
 
 load_all()
 
 
 def _space(name):
-    task = DigitsTask()
-    return SPACES.create(name, input_shape=task.input_shape, num_classes=task.num_classes)
+    """The space on digits, or, for a space of token ids, on its example task."""
+    cls = SPACES.get(name)
+    if not cls.takes_tokens:
+        return make_space(name, DigitsTask(), "digits")
+    options = dict(cls.example_task)
+    task_name = options.pop("name")
+    return make_space(name, TASKS.create(task_name, **options), task_name)
+
+
+def _inputs(space, n=3):
+    if space.takes_tokens:
+        return torch.randint(space.input_vocab, (n, *space.input_shape)).float()
+    return torch.randn(n, *space.input_shape)
 
 
 def _candidates(space, n=8):
@@ -32,8 +44,7 @@ def test_build_forward_backward(name):
     space = _space(name)
     for cand, _ in _candidates(space):
         model = space.build(cand.arch_dict())
-        x = torch.randn(3, *space.input_shape)
-        out = model(x)
+        out = model(_inputs(space))
         assert out.shape == (3, space.num_classes) and torch.isfinite(out).all()
         out.sum().backward()
         assert all(p.grad is not None for p in model.parameters())
