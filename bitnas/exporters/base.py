@@ -32,6 +32,8 @@ class ExportItem:
     metrics: Mapping[str, float] | None = None
     #: the study's spec (``StudySpec.to_dict()``), for a format whose reader rebuilds the model
     spec: Mapping[str, Any] | None = None
+    #: torch's thread count when the trial was evaluated (a rebuild measures with it again)
+    torch_threads: int | None = None
 
 
 class Exporter(Protocol):

@@ -54,7 +54,7 @@ class TorchExporter:
         state = {k: v.detach().clone() for k, v in item.model.state_dict().items()}
         info = {"format": FORMAT, "candidate": json.loads(item.candidate.to_json()), "spec": dict(item.spec),
                 "trial": item.trial, "metrics": dict(item.metrics or {}), "task": item.task,
-                "state_dict": pt.name}
+                "torch_threads": item.torch_threads, "state_dict": pt.name}
         # both or neither: a new .pt beside an old .json would load into the wrong plan
         atomic_write_all({pt: lambda p: torch.save(state, p),
                           meta: lambda p: p.write_text(json.dumps(info, indent=2) + "\n")})

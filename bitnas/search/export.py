@@ -47,5 +47,6 @@ def export_trial(study: optuna.Study, spec: StudySpec, number: int, fmt: str, ou
         groups, workload = ctx.structure(cand)
         item = ExportItem(candidate=cand, model=model, groups=groups, workload=workload,
                           hardware=ctx.hardware, space=ctx.space, task=spec.task["name"],
-                          trial=number, metrics=metrics, spec=spec.to_dict(include_storage=False))
+                          trial=number, metrics=metrics, spec=spec.to_dict(include_storage=False),
+                          torch_threads=threads if isinstance(threads, int) and threads >= 1 else None)
         return exporter.export(item, out_dir), ctx.cost(cand, workload).weight_bytes

@@ -76,8 +76,11 @@ def rebuild_export(path: Path) -> dict[str, Any]:
     from bitnas.exporters.pytorch import load_export
 
     model, cand, info = load_export(path)
-    ctx = SearchContext(StudySpec.from_dict(info["spec"]), cache_dir=None)
-    metrics = ctx.evaluator.evaluate(model)
-    cost = ctx.measured_cost(cand, model)
+    threads = info.get("torch_threads")
+    threads = threads if isinstance(threads, int) and threads >= 1 else None  # older exports: none
+    with torch_threads(threads):  # as the trial was measured (float sums depend on it)
+        ctx = SearchContext(StudySpec.from_dict(info["spec"]), cache_dir=None)
+        metrics = ctx.evaluator.evaluate(model)
+        cost = ctx.measured_cost(cand, model)
     return {"candidate": cand, "metrics": metrics, "state": "COMPLETE", "trial": info.get("trial"),
-            "stored_metrics": info.get("metrics", {}), "cost": cost, "torch_threads": None}
+            "stored_metrics": info.get("metrics", {}), "cost": cost, "torch_threads": threads}

@@ -36,6 +36,8 @@ def test_an_exported_trial_rebuilds_from_its_files_alone(tmp_path, capsys):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     info = json.loads(pt.with_suffix(".json").read_text())
     assert info["trial"] == trial.number and info["metrics"] == trial.user_attrs["metrics"]
+    # the thread count it was measured with, which `bitnas rebuild FILE.pt` runs with again
+    assert info["torch_threads"] == trial.user_attrs["runtime"]["torch_threads"] == torch.get_num_threads()
     # the run may go: the two files rebuild the model, which computes what the search's did
     model, cand, _ = load_export(pt)
     ctx = SearchContext(spec, cache_dir=tmp_path / "run" / "fp_cache")
@@ -46,6 +48,12 @@ def test_an_exported_trial_rebuilds_from_its_files_alone(tmp_path, capsys):
     assert main(["rebuild", str(pt)]) == 0
     out = capsys.readouterr().out
     assert f"trial {trial.number}:" in out and "(same as stored)" in out
+    from bitnas.search.rebuild import rebuild_export
+
+    before = torch.get_num_threads()
+    info["torch_threads"] = 1
+    pt.with_suffix(".json").write_text(json.dumps(info))
+    assert rebuild_export(pt)["torch_threads"] == 1 and torch.get_num_threads() == before  # restored
 
 
 def test_bad_exports_are_one_line(tmp_path, capsys):
