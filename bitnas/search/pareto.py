@@ -203,8 +203,11 @@ def write_png(study: optuna.Study, objectives: Sequence[Objective], path: Path,
 
 
 def format_value(v: Any) -> str:
-    """A table cell: floats at 4 decimals, or 4 significant digits when tiny or huge."""
+    """A table cell: whole numbers as integers (bytes, counts), other floats at 4 decimals, or
+    4 significant digits when tiny or huge."""
     if isinstance(v, float):
+        if v.is_integer() and 1 <= abs(v) < 1e9:
+            return str(int(v))
         if v == 0 or (1e-3 <= abs(v) < 1e5):
             return f"{v:.4f}"
         return f"{v:.3e}"
