@@ -16,13 +16,16 @@ drawn uniformly from ``noise`` of them, and ends in an end token; the label is t
 Tokens: subjects 0..S-1, relations S..S+R-1, noise S+R..S+R+noise-1, the end token last
 (the paper's code's layout, ``eshnich/factual-recall-iclr`` task.py). Splits: ``train`` holds
 ``contexts`` sequences of every fact (fresh noise and positions each), ``val`` one of every
-fact and ``test`` another, both with noise and positions the training never saw.
+fact and ``test`` another, each a fresh random draw of noise and positions (not checked against
+the training draws: with a short T and little noise some coincide).
 
 Options: ``subjects`` (S, 16), ``relations`` (R, default S), ``answers`` (D, 8), ``length``
 (T, 32, the paper's), ``noise`` (default S + R, the paper's), ``contexts`` (16).
 
 ``associations``: the N-to-M mapping of the paper's associative memories: ``inputs`` N tokens,
-each mapped to one of ``outputs`` M answers (default M = N) drawn uniformly. Every split holds
+each mapped to one of ``outputs`` M answers (default M = N) drawn uniformly (the paper's code
+maps input i to floor(i M / N), a bijection when M = N; a random map lets several inputs share
+an answer, as facts do). Every split holds
 every input once: a memory is scored on what it stores.
 """
 

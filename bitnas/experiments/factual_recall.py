@@ -40,7 +40,7 @@ from bitnas.search.context import SearchContext
 from bitnas.search.pareto import front_trials
 from bitnas.search.study import run_search
 from bitnas.spaces.base import WeightChoice
-from bitnas.spaces.recall import AssocMemorySpace, RecallTransformerSpace
+from bitnas.spaces.recall import RECALL_GROUPS, AssocMemorySpace, RecallTransformerSpace
 from bitnas.spec import StudySpec
 
 NAME = "factual_recall"
@@ -48,7 +48,7 @@ SPEC_FILE = Path(__file__).with_name(f"{NAME}.toml")
 PAPER = {"facts_per_param": 0.15, "linear_c": 1.3, "mlp_c": 0.35, "allen_zhu_bits_per_param": 2.0}
 #: success: every fact recalled at this accuracy (the paper's)
 THRESHOLD = 0.99
-GROUPS = ("q", "k", "v", "o", "mlp_in", "mlp_out")
+GROUPS = tuple(RECALL_GROUPS)
 
 
 def _settings(quick: bool) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def _contexts(facts: int, spec: StudySpec, samples: int) -> int:
     return max(1, math.ceil(samples / (spec.train.epochs * facts)))
 
 
-def binary_search(ok: Callable[[int], bool], lo: int, hi: int, log: Log) -> tuple[int | None, list[int]]:
+def binary_search(ok: Callable[[int], bool], lo: int, hi: int) -> tuple[int | None, list[int]]:
     """The largest measured n in (lo, hi) with ``ok(n)``, by bisection (``lo`` and ``hi`` are
     brackets, never taken as measured); stops when the bracket is within 10 %. Returns it (None
     if no probe succeeded) and the probes in order."""
@@ -122,32 +122,37 @@ class _Recall:
             if (p["subjects"], p["bits"]) == (subjects, bits):
                 return p["accuracy"]
         ctx = SearchContext(self.spec(subjects, bits), cache_dir=self.out_dir / "fp_cache")
-        row = measure(ctx, WeightChoice(bits, "uniform"), qat=bits < FLOAT_BITS)
-        point = {"subjects": subjects, "facts": subjects * subjects, "bits": bits,
-                 "accuracy": row["accuracy"],
-                 "weight_bytes": row["weight_bytes"]}
+        # every point, float included, fine-tunes qat_epochs after FP training (QAT where the
+        # weights are quantized): the same training for every bit-width
+        row = measure(ctx, WeightChoice(bits, "uniform"), qat=True)
+        point = {"heads": self.heads, "width": self.width, "subjects": subjects, "facts": subjects * subjects,
+                 "bits": bits, "accuracy": row["accuracy"], "weight_bytes": row["weight_bytes"]}
         self.points.append(point)
-        what = "float" if bits >= FLOAT_BITS else f"{bits}-bit QAT"
+        what = "float (fine-tuned)" if bits >= FLOAT_BITS else f"{bits}-bit QAT"
         self.log(f"{NAME}:   H {self.heads} m {self.width} ({self.params} params), S = R = {subjects} "
                  f"({subjects * subjects} facts), {what}: accuracy {row['accuracy']:.3f}")
         return row["accuracy"]
 
     def capacity(self, bits: int, hi: int) -> dict[str, Any]:
         lo = max(1, math.isqrt(max(1, self.params // 100)))
-        best, probes = binary_search(lambda s: self.accuracy(s, bits) >= THRESHOLD, lo, hi, self.log)
+        best, probes = binary_search(lambda s: self.accuracy(s, bits) >= THRESHOLD, lo, hi)
         facts = None if best is None else best * best
-        weight_bits = self.params * (bits if bits < FLOAT_BITS else 32)
+        # the weight storage the cost model counts: codes, per-channel scales and the biases
+        stored = next(p["weight_bytes"] for p in self.points if p["bits"] == bits) * 8
+        per_fact = math.log2(int(self.base.task["answers"]))
         return {"heads": self.heads, "width": self.width, "params": self.params, "bits": bits,
-                "subjects": best, "facts": facts, "probes": probes,
+                "subjects": best, "facts": facts, "probes": probes, "weight_bits": stored,
                 "facts_per_param": None if facts is None else facts / self.params,
-                "facts_per_weight_bit": None if facts is None else facts / weight_bits,
-                "fact_bits_per_param": None if facts is None else facts * math.log2(8) / self.params}
+                "facts_per_weight_bit": None if facts is None else facts / stored,
+                "fact_bits_per_param": None if facts is None else facts * per_fact / self.params}
 
 
 def _memory_capacity(base: StudySpec, memory: str, dim: int, width: int, steps: int,
                      log: Log) -> dict[str, Any]:
-    """Largest N (M = N) an associative memory recalls at >= 99 %."""
+    """Largest N (M = N) an associative memory recalls at >= 99 %, and c = size / (N ln N) with the
+    paper's size: d^2 (linear) or m*d (MLP, whose two m x d matrices hold 2 m d weights)."""
     params = AssocMemorySpace.parameters({"memory": memory, "dim": dim, "width": width})
+    size = dim * dim if memory == "linear" else width * dim
     def ok(n: int) -> bool:
         batch = min(256, n)
         epochs = max(1, math.ceil(steps * batch / n))  # about ``steps`` batches
@@ -167,11 +172,11 @@ def _memory_capacity(base: StudySpec, memory: str, dim: int, width: int, steps: 
 
     # bracket: well under and well over the paper's fit
     c = PAPER["linear_c"] if memory == "linear" else PAPER["mlp_c"]
-    guess = _n_for(params / c)
-    best, probes = binary_search(ok, max(2, guess // 4), 4 * guess, log)
+    guess = _n_for(size / c)
+    best, probes = binary_search(ok, max(2, guess // 4), 4 * guess)
     n_ln_n = None if best is None else best * math.log(best)
-    return {"memory": memory, "dim": dim, "width": width, "params": params, "n": best, "probes": probes,
-            "n_ln_n": n_ln_n, "c": None if n_ln_n is None else params / n_ln_n}
+    return {"memory": memory, "dim": dim, "width": width, "params": params, "size": size, "n": best,
+            "probes": probes, "n_ln_n": n_ln_n, "c": None if n_ln_n is None else size / n_ln_n}
 
 
 def _top(params: int) -> int:
@@ -210,21 +215,23 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     fits = {}
     for kind in ("linear", "mlp"):
         pts = [m for m in memories if m["memory"] == kind and m["n"] is not None]
-        fits[kind] = fit_through_origin([m["n_ln_n"] for m in pts], [m["params"] for m in pts])
+        fits[kind] = fit_through_origin([m["n_ln_n"] for m in pts], [m["size"] for m in pts])
     # 2. capacity against weight bits
     log(f"{NAME}: 2. capacity at {', '.join(map(str, cfg['bits']))} bits (QAT), sizes {cfg['quant_sizes']}")
     quant = []
     for size in cfg["quant_sizes"]:
-        r = runs.get(size) or _Recall(base, *size, cfg["samples"], out_dir, log)
+        r = runs.setdefault(size, _Recall(base, *size, cfg["samples"], out_dir, log))
         top = next((c["subjects"] for c in floats if (c["heads"], c["width"]) == size), None)
-        # above the float capacity too: QAT's epochs are extra training
+        # above the float capacity too: near 99 % accuracy is not monotone in S
         hi = math.ceil(1.25 * top) + 1 if top else _top(r.params)
         quant += [r.capacity(b, hi) for b in cfg["bits"]]
     # 3. which components need the bits: a study at the float capacity of the spec's size
     size = cfg["study_size"]
-    r = runs.get(size) or _Recall(base, *size, cfg["samples"], out_dir, log)
-    cap = next((c["subjects"] for c in floats if (c["heads"], c["width"]) == size), None)
-    subjects = cap or r.capacity(FLOAT_BITS, _top(r.params))["subjects"] or 2
+    r = runs.setdefault(size, _Recall(base, *size, cfg["samples"], out_dir, log))
+    cap = next((c for c in floats if (c["heads"], c["width"]) == size), None)
+    if cap is None:
+        cap = r.capacity(FLOAT_BITS, _top(r.params))
+    subjects = cap["subjects"] or 2
     spec = _variant(r.spec(subjects, FLOAT_BITS), base.name, {"w_bits": base.space["w_bits"]})
     if quick and trials is None:
         spec = spec.replace(trials=cfg["study_trials"])
@@ -244,11 +251,12 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
         log(f"{NAME}:   every group at 8 bits, {g} at 2: accuracy {ablation[f'{g} at 2']:.3f}")
     report = {"experiment": NAME, "quick": quick, "paper": PAPER, "threshold": THRESHOLD,
               "length": base.task.get("length"), "dim": base.space["dims"][0], "samples": cfg["samples"],
+              "head_dim": base.space["head_dims"][0], "answers": base.task["answers"],
               "float": floats, "facts_per_param": slope, "memories": memories, "memory_fits": fits,
               "quantized": quant, "study": {"subjects": subjects, "facts": subjects * subjects,
                                             "heads": size[0], "width": size[1], "front": front,
                                             "ablation": ablation, "trials": spec.trials},
-              "points": [p for rr in {**runs}.values() for p in rr.points],
+              "points": [p for rr in runs.values() for p in rr.points],
               "this_run_wall_s": time.perf_counter() - start}
     write_report(out_dir, report, format_report(report))
     plot(report, out_dir / "capacity.png")
@@ -314,8 +322,8 @@ def format_report(r: dict[str, Any]) -> str:
     p = r["paper"]
     lines = [f"# {NAME}: facts stored per parameter and per bit of weight", "", took(r) + " "
              f"Success = every fact recalled at >= {pct(r['threshold'])}. Transformer: d = {r['dim']}, "
-             f"d_h = 8, T = {r['length']}, D = 8, S = R; each run trains on about {r['samples']:,} "
-             "sequences.", "",
+             f"d_h = {r['head_dim']}, T = {r['length']}, D = {r['answers']}, S = R; each run trains on about "
+             f"{r['samples']:,} sequences, then fine-tunes (QAT where quantized).", "",
              "## 1. Capacity against parameters (float)", "",
              "| H | m | params | largest S | facts | facts / param | probes (S) |",
              "|---|---|---|---|---|---|---|"]
@@ -325,15 +333,18 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{', '.join(map(str, c['probes']))} |")
     lines += ["", f"Fit through the measured points: **{_n(r['facts_per_param'])} facts per parameter** "
               f"(paper: {p['facts_per_param']}).", "",
-              "| memory | d | m | params | largest N | c = params / (N ln N) | probes (N) |",
-              "|---|---|---|---|---|---|---|"]
+              "| memory | d | m | weights | size (d^2 or m d) | largest N | c = size / (N ln N) "
+              "| probes (N) |",
+              "|---|---|---|---|---|---|---|---|"]
     for m in r["memories"]:
         lines.append(f"| {m['memory']} | {m['dim']} | {m['width'] or '-'} | {m['params']:,} | "
-                     f"{_n(m['n'], '{}')} | {_n(m['c'])} | {', '.join(map(str, m['probes']))} |")
+                     f"{m['size']:,} | {_n(m['n'], '{}')} | {_n(m['c'])} | "
+                     f"{', '.join(map(str, m['probes']))} |")
     f = r["memory_fits"]
     lines += ["", f"Fits: linear d^2 = **{_n(f['linear'])}** N ln N (paper {p['linear_c']}); MLP m d = "
               f"**{_n(f['mlp'])}** N ln N (paper {p['mlp_c']}).", "",
               "## 2. Capacity against weight bits (uniform, QAT)", "",
+              "Weight bits: what the cost model stores (codes, per-channel scales, 32-bit biases).", "",
               "| H | m | bits | largest S | facts | facts / param | facts / weight bit | fact bits / param |",
               "|---|---|---|---|---|---|---|---|"]
     sizes = list(dict.fromkeys((c["heads"], c["width"]) for c in r["quantized"]))

@@ -32,8 +32,8 @@ from bitnas.errors import BitnasError
 from bitnas.exporters.base import ExportItem
 from bitnas.plan import Candidate
 from bitnas.quantizers.fakequant import FakeQuantLayer, fake_quantize
-from bitnas.registry import EXPORTERS, SPACES, TASKS
-from bitnas.spec import StudySpec
+from bitnas.registry import EXPORTERS, TASKS
+from bitnas.spec import StudySpec, make_space
 
 FORMAT = "bitnas-torch-1"
 
@@ -85,8 +85,7 @@ def load_export(path: Path) -> tuple[nn.Module, Candidate, dict[str, Any]]:
         pt = path.with_name(str(info["state_dict"])) if path.suffix == ".json" else path
         spec = StudySpec.from_dict(info["spec"])
         task = TASKS.create(spec.task["name"], **spec.task_options())
-        space = SPACES.create(spec.space["name"], input_shape=task.input_shape,
-                              num_classes=task.num_classes, **spec.space_kwargs())
+        space = make_space(spec.space["name"], task, spec.task["name"], **spec.space_kwargs())
         cand = Candidate.from_dict(info["candidate"])
         model = space.build(cand.arch_dict())
         qmodel = fake_quantize(model, cand.plan, space.layer_groups(model), space.neuron_groups(model))

@@ -7,12 +7,14 @@ measurement f = r, and a dense-input layer is taken to receive a spike on every 
 each step, an upper bound: Loihi only takes spikes):
 - synaptic ops: SOP = r * T * MACs (times the passes of a multi-pass weight scheme), at
   E_synop each;
-- neuron updates: every output compartment every step; a compartment is active
-  when at least one input spike reaches it, P = 1 - (1 - f)^fan_in;
+- neuron updates: every compartment every step; a compartment is active when at least
+  one input spike reaches it, P = 1 - (1 - f)^fan_in. A layer's compartments are its
+  outputs, or, where a pool sits between it and its neurons, those neurons' membranes (the
+  pool's ``state_elems``: a 2x2 pool before a LIF leaves a quarter of the conv's outputs);
 - spike routing: input spikes = f * T * inputs, each delivered in its tile plus
   ``hops_per_spike`` hops;
 - cores: the larger of synaptic memory (weight bits against 128 KB) and
-  compartments (outputs against 1,024), at least one; layers do not share cores;
+  compartments (against 1,024), at least one; layers do not share cores;
 - latency: T steps, each the slowest core's work plus a barrier; a layer's
   synaptic ops, neuron updates and spike deliveries are shared by the cores its
   compartments occupy (cores added only to hold weights store, but do not compute);
@@ -78,16 +80,33 @@ class Loihi(HardwareModel):
         """Loihi's synapses hold 1..max_weight_bits-bit integer weights (no float)."""
         return frozenset(range(1, int(self.c["max_weight_bits"]) + 1))
 
-    def compute_cores(self, w: LayerWorkload) -> int:
-        """Cores the layer's compartments occupy: they share its work."""
-        return max(1, math.ceil(w.out_elems / self.c["compartments_per_core"]))
+    def compute_cores(self, compartments: int) -> int:
+        """Cores a layer's compartments occupy: they share its work."""
+        return max(1, math.ceil(compartments / self.c["compartments_per_core"]))
 
-    def layer_cores(self, w: LayerWorkload, weight_bits: int) -> int:
-        """Cores the layer needs: for its compartments, or to hold its weights."""
+    def layer_cores(self, compartments: int, weight_bits: int) -> int:
+        """Cores a layer needs: for its compartments, or to hold its weights."""
         by_memory = math.ceil(weight_bits / 8 / self.c["synaptic_memory_bytes"])
-        return max(self.compute_cores(w), by_memory)
+        return max(self.compute_cores(compartments), by_memory)
 
-    def _fit_reasons(self, total_cores: int, largest: tuple[int, LayerWorkload, int] | None,
+    @staticmethod
+    def compartments(workload: Sequence[LayerWorkload]) -> list[int]:
+        """Each op's compartments: a layer's (or attention product's) outputs, or, where a pool
+        sits between it and its neurons (a conv - BN - pool - LIF block), the membranes of those
+        neurons (the pool's ``state_elems``: a 2x2 pool leaves a quarter); other ops none."""
+        pooled = [0] * len(workload)
+        owner = None
+        for i, w in enumerate(workload):
+            if w.weighted or w.kind == "matmul":
+                owner = i
+            elif w.kind == "pool" and owner is not None:
+                pooled[owner] += w.state_elems
+            elif not w.folded:
+                owner = None  # an add or an unfolded op: the neurons after it are not the layer's
+        return [p or w.out_elems if (w.weighted or w.kind == "matmul") else 0
+                for p, w in zip(pooled, workload, strict=True)]
+
+    def _fit_reasons(self, total_cores: int, largest: tuple[int, LayerWorkload, int, int] | None,
                      too_wide: list[tuple[LayerWorkload, int]]) -> dict[str, str]:
         """Why a plan does not fit the chip, in words, naming the layer (violations > 0 only)."""
         c, reasons = self.c, {}
@@ -99,10 +118,10 @@ class Loihi(HardwareModel):
             reasons["loihi_weight_bits"] = (f"layer {w.name}: {held} weights{more}; a Loihi synapse "
                                             f"holds 1..{int(c['max_weight_bits'])}-bit integer weights")
         if total_cores > c["cores"] and largest is not None:
-            cores, w, wbits = largest
+            cores, w, wbits, comps = largest
             reasons["loihi_cores"] = (
                 f"the plan needs {total_cores} cores and the chip has {int(c['cores'])}; layer {w.name} "
-                f"needs the most, {cores}: {w.out_elems} compartments ({int(c['compartments_per_core'])} "
+                f"needs the most, {cores}: {comps} compartments ({int(c['compartments_per_core'])} "
                 f"a core) and {wbits / 8 / 1024:.1f} KiB of weights "
                 f"({int(c['synaptic_memory_bytes']) // 1024} KiB a core)")
         return reasons
@@ -118,8 +137,10 @@ class Loihi(HardwareModel):
         lqs = layer_quants(workload, plan)
         hi = max(self.supported_weight_bits)
         too_wide: list[tuple[LayerWorkload, int]] = []  # layers whose weights no synapse holds
-        largest: tuple[int, LayerWorkload, int] | None = None  # the layer that needs the most cores
-        for w, lq, wbits in zip(workload, lqs, weight_bits_per_layer(workload, lqs), strict=True):
+        largest: tuple[int, LayerWorkload, int, int] | None = None  # the layer that needs the most cores
+        held = self.compartments(workload)
+        wbits_all = weight_bits_per_layer(workload, lqs)
+        for w, lq, wbits, comps in zip(workload, lqs, wbits_all, held, strict=True):
             passes = 1
             unpriced = {"scan", "param", "act"}
             if w.kind == "param":
@@ -150,13 +171,13 @@ class Loihi(HardwareModel):
                     "weight_bytes": wbits / 8, "core_step_s": 0.0,
                 }
                 continue
-            cores = self.layer_cores(w, wbits)
+            cores = self.layer_cores(comps, wbits)
             total_cores += cores
             if largest is None or cores > largest[0]:
-                largest = (cores, w, wbits)
+                largest = (cores, w, wbits, comps)
             fraction = rate if w.in_spike_fraction is None else w.in_spike_fraction
             active = 1.0 - (1.0 - fraction) ** w.fan_in
-            updates = w.timesteps * w.out_elems
+            updates = w.timesteps * comps
             spikes = fraction * w.timesteps * w.in_elems
             synop_j = synops * c["synop_pj"] * PJ
             neuron_j = updates * (active * c["neuron_active_pj"]
@@ -164,7 +185,7 @@ class Loihi(HardwareModel):
             route_j = spikes * (c["spike_in_tile_pj"] + c["hops_per_spike"] * c["hop_pj"]) * PJ
             core_step_s = (synops * c["synop_ns"] + updates * (
                 active * c["neuron_active_ns"] + (1 - active) * c["neuron_inactive_ns"])
-                + spikes * c["spike_in_tile_ns"]) * NS / (w.timesteps * self.compute_cores(w))
+                + spikes * c["spike_in_tile_ns"]) * NS / (w.timesteps * self.compute_cores(comps))
             step_s = max(step_s, core_step_s)
             per_layer[w.name] = {
                 "synop_energy_j": synop_j,

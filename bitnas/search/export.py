@@ -12,7 +12,7 @@ from bitnas.exporters import ExportItem
 from bitnas.plan import Candidate
 from bitnas.registry import EXPORTERS
 from bitnas.search.context import SearchContext
-from bitnas.search.rebuild import rebuild_candidate, torch_threads
+from bitnas.search.rebuild import rebuild_candidate, recorded_threads, torch_threads
 from bitnas.spec import StudySpec
 
 
@@ -34,8 +34,8 @@ def export_trial(study: optuna.Study, spec: StudySpec, number: int, fmt: str, ou
     if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
         raise BitnasError(f"trial {number} did not complete (state {trial.state.name}); export a "
                           "completed trial")
-    threads = trial.user_attrs.get("runtime", {}).get("torch_threads")
-    with torch_threads(threads if isinstance(threads, int) and threads >= 1 else None):
+    threads = recorded_threads(trial.user_attrs.get("runtime", {}).get("torch_threads"))
+    with torch_threads(threads):
         ctx = SearchContext(spec, cache_dir=cache_dir)
         cand = rebuild_candidate(ctx, trial.params)
         if cand != Candidate.from_dict(trial.user_attrs["candidate"]):
@@ -48,5 +48,5 @@ def export_trial(study: optuna.Study, spec: StudySpec, number: int, fmt: str, ou
         item = ExportItem(candidate=cand, model=model, groups=groups, workload=workload,
                           hardware=ctx.hardware, space=ctx.space, task=spec.task["name"],
                           trial=number, metrics=metrics, spec=spec.to_dict(include_storage=False),
-                          torch_threads=threads if isinstance(threads, int) and threads >= 1 else None)
+                          torch_threads=threads)
         return exporter.export(item, out_dir), ctx.cost(cand, workload).weight_bytes

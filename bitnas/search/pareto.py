@@ -206,7 +206,7 @@ def format_value(v: Any) -> str:
     """A table cell: whole numbers as integers (bytes, counts), other floats at 4 decimals, or
     4 significant digits when tiny or huge."""
     if isinstance(v, float):
-        if v.is_integer() and 1 <= abs(v) < 1e9:
+        if v.is_integer() and 2 <= abs(v) < 1e9:  # not 1.0: an accuracy reads 1.0000
             return str(int(v))
         if v == 0 or (1e-3 <= abs(v) < 1e5):
             return f"{v:.4f}"

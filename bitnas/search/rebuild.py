@@ -39,6 +39,11 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def recorded_threads(value: Any) -> int | None:
+    """A stored torch thread count, or None where none was stored (older trials and exports)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
 def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
                   cache_dir: Path | None) -> dict[str, Any]:
     """Rebuild trial ``number`` and measure it again; returns candidate and both metric sets.
@@ -54,7 +59,7 @@ def rebuild_trial(study: optuna.Study, spec: StudySpec, number: int,
     if "candidate" not in trial.user_attrs:
         raise BitnasError(f"trial {number} never got a candidate (state {trial.state.name})")
     threads = trial.user_attrs.get("runtime", {}).get("torch_threads")
-    threads = threads if isinstance(threads, int) and threads >= 1 else None  # older trials: none
+    threads = recorded_threads(threads)
     with torch_threads(threads):
         ctx = SearchContext(spec, cache_dir=cache_dir)
         cand = rebuild_candidate(ctx, trial.params)
@@ -76,8 +81,7 @@ def rebuild_export(path: Path) -> dict[str, Any]:
     from bitnas.exporters.pytorch import load_export
 
     model, cand, info = load_export(path)
-    threads = info.get("torch_threads")
-    threads = threads if isinstance(threads, int) and threads >= 1 else None  # older exports: none
+    threads = recorded_threads(info.get("torch_threads"))
     with torch_threads(threads):  # as the trial was measured (float sums depend on it)
         ctx = SearchContext(StudySpec.from_dict(info["spec"]), cache_dir=None)
         metrics = ctx.evaluator.evaluate(model)

@@ -457,7 +457,10 @@ def export_format(space: str) -> str | None:
     it is registered and its package installed, else ``torch`` (which takes every space);
     None where none is registered."""
     names = set(EXPORTERS.names())
-    preferred = SPACES.get(space).export_format if space in SPACES.names() else None
+    cls = SPACES.get(space) if space in SPACES.names() else None
+    # a spiking space that names no format of its own: torch (onnx refuses neurons)
+    preferred = None if cls is None else "torch" if cls.spiking and cls.export_format == "onnx" \
+        else cls.export_format
     for fmt in (preferred, "torch"):
         if fmt in names:
             try:

@@ -236,6 +236,7 @@ class AssocMemorySpace(_TokenSpace):
 
     @staticmethod
     def parameters(arch: Mapping[str, Any]) -> int:
-        """Trained weights: d^2 (linear) or 2*m*d (MLP; its m biases left out, as the paper's m*d)."""
+        """Trained weights: d^2 (linear) or 2*m*d (MLP: W1 and V; its m biases left out). The paper's
+        capacity law for the MLP is in m*d, half of these."""
         d = int(arch["dim"])
         return d * d if arch["memory"] == "linear" else 2 * int(arch["width"]) * d

@@ -54,7 +54,7 @@ def _two_workers_share_the_budget(url, out):
     # workers on one seed would propose the same sequence, so their i-th trials would all
     # agree. Independent streams agree on a trial by chance with p ~ 0.016 here (this
     # space has ~126 candidates), so a prefix of n agrees with p ~ 0.016^n. (Counting
-    # shared candidates instead fails by chance: 3 of 6 shared happens 1.4 % of the time.)
+    # shared candidates instead fails by chance.)
     by_worker: dict[str, list] = {}
     for t in sorted(finished, key=lambda t: t.number):
         by_worker.setdefault(t.user_attrs["worker"], []).append(sorted(t.params.items()))

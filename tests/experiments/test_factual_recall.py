@@ -23,15 +23,15 @@ def test_bisection_finds_the_edge_and_never_reports_a_bracket():
         probes.append(n)
         return n <= 37
 
-    best, order = binary_search(ok, 4, 100, log=lambda m: None)
+    best, order = binary_search(ok, 4, 100)
     assert order == probes and all(4 < n < 100 for n in probes)
     assert best is not None and best <= 37 and best in probes and ok(best)
     assert 37 - best <= max(1, best // 10)  # within the 10 % stopping rule of the edge
     # every probe fails: no capacity, although the lower bracket would "succeed"
-    best, order = binary_search(lambda n: False, 4, 100, log=lambda m: None)
+    best, order = binary_search(lambda n: False, 4, 100)
     assert best is None and order and min(order) > 4
     # a measured success is kept even when a later, larger probe fails
-    assert binary_search(lambda n: n in (52, 27), 4, 100, log=lambda m: None)[0] == 52
+    assert binary_search(lambda n: n in (52, 27), 4, 100)[0] == 52
 
 
 def test_fit_through_the_origin_of_measured_points():
@@ -49,10 +49,11 @@ def test_the_report_sets_the_figures_beside_the_paper_s():
                 "fact_bits_per_param": facts and 3 * facts / params}
 
     report = {"quick": True, "this_run_wall_s": 30, "threshold": 0.99, "dim": 32, "length": 8,
+              "head_dim": 8, "answers": 8,
               "samples": 1000, "paper": PAPER, "facts_per_param": 0.05,
               "float": [cap(1, 16, 2048, None), cap(2, 32, 4096, 13)],
-              "memories": [{"memory": "linear", "dim": 8, "width": 0, "params": 64, "n": 20, "c": 1.07,
-                            "probes": [20]}],
+              "memories": [{"memory": "linear", "dim": 8, "width": 0, "params": 64, "size": 64, "n": 20,
+                            "c": 1.07, "probes": [20]}],
               "memory_fits": {"linear": 1.07, "mlp": None},
               "quantized": [cap(2, 32, 4096, 8, 2), cap(2, 32, 4096, 13, 4), cap(2, 32, 4096, None, 3)],
               "study": {"heads": 2, "width": 32, "facts": 169, "trials": 2, "ablation": {"all 8": 1.0},

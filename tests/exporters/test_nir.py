@@ -149,7 +149,6 @@ def test_mixed_plan_on_events_agrees_and_weights_are_the_quantized_values(tmp_pa
     head = graph.nodes["head"].weight
     assert all(len(set(row.tolist()) - {0.0}) <= 2 for row in head)
     assert torch.equal(torch.from_numpy(head), model.net.head.quantized(0)[0].detach())
-    # power-of-two weights stay powers of two (before the BN fold, which scales each channel)
     lif = graph.nodes["stem.lif"]
     assert float(lif.tau.flat[0]) == pytest.approx(2e-4) and float(lif.v_threshold.flat[0]) == 1.0
 

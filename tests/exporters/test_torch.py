@@ -21,7 +21,7 @@ SPEC = {"study": {"name": "pt", "trials": 3, "seed": 0, "strategy": "random"},
         "objectives": [{"name": "accuracy"}, {"name": "energy_j"}]}
 
 
-def test_an_exported_trial_rebuilds_from_its_files_alone(tmp_path, capsys):
+def test_an_exported_trial_rebuilds_from_its_files_alone(tmp_path, capsys, monkeypatch):
     from bitnas.search.context import SearchContext
     from bitnas.search.rebuild import rebuild_candidate
     from bitnas.search.study import run_search
@@ -48,12 +48,21 @@ def test_an_exported_trial_rebuilds_from_its_files_alone(tmp_path, capsys):
     assert main(["rebuild", str(pt)]) == 0
     out = capsys.readouterr().out
     assert f"trial {trial.number}:" in out and "(same as stored)" in out
+    from bitnas.evaluators.base import ClassificationEvaluator
     from bitnas.search.rebuild import rebuild_export
 
     before = torch.get_num_threads()
-    info["torch_threads"] = 1
+    info["torch_threads"] = stored = 1 if before != 1 else 2
     pt.with_suffix(".json").write_text(json.dumps(info))
-    assert rebuild_export(pt)["torch_threads"] == 1 and torch.get_num_threads() == before  # restored
+    seen, evaluate = [], ClassificationEvaluator.evaluate
+
+    def spy(self, model, **kw):
+        seen.append(torch.get_num_threads())
+        return evaluate(self, model, **kw)
+
+    monkeypatch.setattr(ClassificationEvaluator, "evaluate", spy)
+    assert rebuild_export(pt)["torch_threads"] == stored
+    assert seen == [stored] and torch.get_num_threads() == before  # measured with it, then restored
 
 
 def test_bad_exports_are_one_line(tmp_path, capsys):

@@ -116,3 +116,25 @@ def test_pool_matmul_and_add_hand_computed_and_a_norm_that_cannot_fold_refused()
     with pytest.raises(BitnasError, match=r"hardware loihi cannot price 'norm' ops \(op ln: a "
                        r"normalization that does not fold into weights\)"):
         Loihi().cost([NORM, MATMUL], PLAN)
+
+
+def test_a_layer_s_compartments_are_the_neurons_it_feeds():
+    """A conv whose 2x2 pool comes before its LIF feeds a quarter of its outputs: those are the
+    compartments (cores, neuron updates); a layer with no pool after it keeps its outputs."""
+    conv = LayerWorkload("conv", "conv2d", macs=2048 * 36, params=288, in_elems=1024, out_elems=2048,
+                         group="b", timesteps=2, in_spike_rate=0.2)
+    pool = LayerWorkload("pool", "pool", macs=512 * 3, params=0, in_elems=2048, out_elems=512,
+                         group="b", timesteps=2, state_elems=512)
+    head = LayerWorkload("head", "linear", macs=5120, params=5120, in_elems=512, out_elems=10,
+                         group="h", timesteps=2, in_spike_rate=0.2)
+    assert Loihi.compartments([conv, pool, head]) == [512, 0, 10]
+    assert Loihi.compartments([conv, head]) == [2048, 10]
+    plan = QuantPlan({"b": LayerQuant(4), "h": LayerQuant(4)})
+    pooled, unpooled = Loihi().cost([conv, pool, head], plan), Loihi().cost([conv, head], plan)
+    # neuron updates: T x 512 against T x 2048, at the same active share
+    assert pooled.per_layer["conv"]["neuron_energy_j"] == pytest.approx(
+        unpooled.per_layer["conv"]["neuron_energy_j"] / 4)
+    wide = LayerWorkload("conv", "conv2d", macs=4096 * 36, params=288, in_elems=1024, out_elems=4096,
+                         group="b", timesteps=2, in_spike_rate=0.2)
+    assert Loihi().cost([wide, head], plan).per_layer["conv"]["cores"] == 4  # 4,096 outputs
+    assert Loihi().cost([wide, pool, head], plan).per_layer["conv"]["cores"] == 1  # 512 neurons

@@ -257,3 +257,13 @@ def test_chromium_renders_the_report(run, tmp_path):
         assert colours is None or len(colours) > 16  # text, figures: many colours
         non_white = float((np.asarray(small).min(axis=2) < 235).mean())
         assert non_white > 0.03, f"only {non_white:.1%} of the page is not white"
+
+
+def test_each_space_s_export_commands_name_a_format_that_takes_it():
+    from bitnas.search.report import export_format
+
+    assert export_format("cnn") == "onnx" and export_format("tiny_transformer") == "onnx"
+    assert export_format("spiking_cnn") == "nir" and export_format("ai8x") == "ai8x"
+    # spike-times-spike attention has no NIR primitive, and onnx has no neurons
+    assert export_format("spikformer") == "torch" and export_format("spike_driven_transformer") == "torch"
+    assert export_format("recall_transformer") == "torch"

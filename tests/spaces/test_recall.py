@@ -113,3 +113,28 @@ def test_a_small_model_fails_to_store_36_facts_and_a_large_one_stores_them(tmp_p
         accuracy[label] = measure(ctx, WeightChoice(32, "uniform"))["accuracy"]
     assert RecallTransformerSpace.parameters({"dim": 8, "heads": 1, "head_dim": 4, "width": 4}) == 192
     assert accuracy["small"] < 0.9 and accuracy["large"] >= 0.99, accuracy
+
+
+def test_a_recall_transformer_exports_to_torch_and_reloads_with_its_vocabulary(tmp_path):
+    from bitnas.exporters import ExportItem
+    from bitnas.exporters.pytorch import load_export
+    from bitnas.registry import EXPORTERS
+    from bitnas.search.context import SearchContext
+
+    spec = _spec({"name": "recall_transformer", "dims": [8], "heads": [1], "head_dims": [4], "widths": [8],
+                  "w_bits": [4]}, {"name": "factual_recall", "subjects": 3, "length": 6, "contexts": 2,
+                                   "epochs": 1})
+    ctx = SearchContext(spec)
+    cand = ctx.space.suggest(FixedTrial({"dim": 8, "heads": 1, "head_dim": 4, "width": 8,
+                                         **{f"{g}.w_bits": 4 for g in GROUPS},
+                                         **{f"{g}.a_bits": 32 for g in GROUPS},
+                                         **{f"{g}.quantizer": "uniform" for g in GROUPS}}))
+    model, metrics, _, _ = ctx.prepared(cand)
+    groups, workload = ctx.structure(cand)
+    item = ExportItem(candidate=cand, model=model, groups=groups, workload=workload, hardware=ctx.hardware,
+                      space=ctx.space, task="factual_recall", trial=0, metrics=metrics,
+                      spec=spec.to_dict(include_storage=False))
+    pt = EXPORTERS.create("torch").export(item, tmp_path)[0]
+    loaded, again, _ = load_export(pt)
+    x = ctx.data.val.x
+    assert again == cand and torch.equal(loaded(x), model(x))

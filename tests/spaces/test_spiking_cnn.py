@@ -110,10 +110,10 @@ def test_loihi_snn45nm_and_generic45nm_cost_it():
         cost = HARDWARE.create(name).cost(wl, plan)
         assert cost.feasible and cost.energy_j > 0 and cost.latency_s > 0, name
     cost = HARDWARE.create("loihi").cost(wl, plan)
-    # compartments: 1,024 (stem), 2,048 (block0's conv outputs: 2 cores), 10 (head); pools and
-    # folded BNs none (the model counts a weighted layer's outputs, not the pooled neurons)
-    assert cost.fields["cores"] == 4
-    assert cost.per_layer["net.blocks.0.conv"]["cores"] == 2
+    # compartments: 1,024 (stem), 512 (block0: the LIF after its 2x2 pool, not the conv's 2,048
+    # outputs), 10 (head); pools and folded BNs none
+    assert cost.fields["cores"] == 3
+    assert cost.per_layer["net.blocks.0.conv"]["cores"] == 1
     assert cost.per_layer["net.blocks.0.pool"]["cores"] == 0
 
 
@@ -130,18 +130,19 @@ def test_loihi_refuses_weights_wider_than_nine_bits_naming_the_layer(bits, held)
 
 
 def test_loihi_refuses_a_network_with_more_cores_than_the_chip():
-    # 64x64 frames at width 32: 131,072 compartments per conv, 128 cores each; the head's
-    # 32 x 32 x 32 x 10 4-bit weights (160 KiB) need two cores of 128 KiB synaptic memory
+    # 64x64 frames at width 32: the stem's 131,072 compartments take 128 cores, block0's 32,768
+    # (its LIF after the 2x2 pool) 32; the head's 32 x 32 x 32 x 10 4-bit weights (160 KiB) need
+    # two cores of 128 KiB synaptic memory
     space = _space(input_shape=(1, 64, 64))
     _, wl = _workload(space, {"time_steps": 1, "depth": 1, "widths": [32, 32]})
     plan = QuantPlan({g: LayerQuant(4) for g in ("stem", "block0", "head")})
     cost = HARDWARE.create("loihi").cost(wl, plan)
     assert cost.per_layer["net.head"]["cores"] == 2
-    assert cost.fields["cores"] == 128 + 128 + 2
-    assert cost.violations["loihi_cores"] == pytest.approx(258 / 128 - 1)
+    assert cost.fields["cores"] == 128 + 32 + 2
+    assert cost.violations["loihi_cores"] == pytest.approx(162 / 128 - 1)
     assert not cost.feasible
     reason = cost.reasons["loihi_cores"]
-    assert "258 cores" in reason and "has 128" in reason and "layer net.stem.conv" in reason
+    assert "162 cores" in reason and "has 128" in reason and "layer net.stem.conv" in reason
 
 
 def test_a_two_trial_search_on_event_digits(tmp_path):
