@@ -14,8 +14,10 @@ figure measured by bitnas's own pipeline (``factual_recall`` and ``associations`
    fit of facts per parameter through the origin. The associative memories likewise, by
    binary search on N (M = N), fitted to d^2 = c N ln N and m*d = c N ln N.
 2. **Capacity against weight bits.** The same search with every layer's weights uniformly
-   quantized at 2, 3, 4, 6 and 8 bits after QAT (its upper end the float capacity): facts per
-   parameter, facts per bit of weight storage, and where the latter peaks.
+   quantized at 2, 3, 4, 6 and 8 bits after QAT (bracketed up to 1.25 x the float capacity):
+   facts per parameter, facts per bit of weight storage (the cost model's stored bits: codes,
+   scales, biases), and where the latter peaks. Every point, float included, fine-tunes the
+   same epochs after FP training.
 3. **Which components need the bits.** A bitnas study of one size at its float capacity:
    objectives accuracy and weight bytes, the bits of q, k, v, o, mlp_in and mlp_out searched.
    Its front, and a one-group ablation: every group at 8 bits but one at 2.
