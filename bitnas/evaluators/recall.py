@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from bitnas.errors import BitnasError
-from bitnas.evaluators.base import Evaluator, Split, Task, TaskData, int_option, predict
+from bitnas.evaluators.base import Evaluator, Split, Task, TaskData, accuracy, int_option
 from bitnas.registry import TASKS
 
 STORAGE_METRICS: Mapping[str, str] = {"accuracy": "maximize", "facts": "maximize", "fact_bits": "maximize"}
@@ -57,8 +57,7 @@ class StorageEvaluator(Evaluator):
         metrics = {}
         for split, prefix in (("val", ""), ("test", "test_")):
             if split in splits:
-                data = getattr(self.data, split)
-                acc = int((predict(model, data.x) == data.y).sum()) / len(data)
+                acc = accuracy(model, getattr(self.data, split))
                 metrics[f"{prefix}accuracy"] = acc
                 metrics[f"{prefix}facts"] = acc * self.facts
                 metrics[f"{prefix}fact_bits"] = acc * self.facts * self.bits_per_fact

@@ -54,6 +54,17 @@ def load_experiment_spec(spec_file: Path, quick_changes: Mapping[str, Mapping[st
     return spec.replace(trials=trials)
 
 
+def spec_variant(spec: StudySpec, name: str, space: Mapping[str, Any] | None = None,
+                 task: Mapping[str, Any] | None = None) -> StudySpec:
+    """``spec`` renamed to study ``name``, with ``space`` and ``task`` entries changed (validated
+    again): one study of an experiment's several."""
+    raw = spec.to_dict()
+    raw["study"] = {**raw["study"], "name": name}
+    raw["space"] = {**raw["space"], **(space or {})}
+    raw["task"] = {**raw["task"], **(task or {})}
+    return StudySpec.from_dict(raw)
+
+
 class ModuleExperiment:
     """An :class:`Experiment` made of a module's ``NAME``, ``run`` and ``format_report``."""
 

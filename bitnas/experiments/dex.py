@@ -32,7 +32,7 @@ from typing import Any
 
 from optuna.trial import FixedTrial
 
-from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
+from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec, spec_variant
 from bitnas.experiments.max7800x_calibration import calibration_rows, format_rows
 from bitnas.plan import describe_arch, describe_plan
 from bitnas.registry import EXPERIMENTS
@@ -71,16 +71,13 @@ def _width(spec: StudySpec) -> int:
 def _ablation_spec(spec: StudySpec, full: bool) -> StudySpec:
     """The ablation's space: the fixed network at 8 bits, every input transform (or, for the
     full-resolution reference, the stored image as it is)."""
-    raw = spec.to_dict()
     channels = sorted({c for _, _, c in ROWS if c})
-    space = {**raw["space"], "w_bits": [8], "widths": [_width(spec)], "depth": [3], "pools": [2],
+    space = {"w_bits": [8], "widths": [_width(spec)], "depth": [3], "pools": [2],
              "kernel_size": [3], "dex_channels": channels,
              "input_transforms": ["full"] if full else ["downsample", "coordconv", "repeat", "dex"]}
     if full:
-        space["input_size"] = raw["task"].get("size", 128)
-    raw["space"] = space
-    raw["study"] = {**raw["study"], "name": f"{spec.name}_ablation"}
-    return StudySpec.from_dict(raw)
+        space["input_size"] = spec.task.get("size", 128)
+    return spec_variant(spec, f"{spec.name}_ablation", space=space)
 
 
 def _measure(ctx: SearchContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
+from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec, spec_variant
 from bitnas.experiments.schemes import measure, pct, took, write_report
 from bitnas.plan import FLOAT_BITS, describe_plan
 from bitnas.registry import EXPERIMENTS
@@ -63,15 +63,6 @@ def _settings(quick: bool) -> dict[str, Any]:
             "study_size": (4, 32), "bits": [2, 3, 4, 6, 8], "samples": 1_000_000,
             "linear_dims": [8, 12, 16, 24], "mlp": (16, [8, 16, 32]), "assoc_steps": 4000,
             "study_trials": None, "ablation": list(GROUPS)}
-
-
-def _variant(spec: StudySpec, name: str, space: Mapping[str, Any] | None = None,
-             task: Mapping[str, Any] | None = None) -> StudySpec:
-    raw = spec.to_dict()
-    raw["study"] = {**raw["study"], "name": name}
-    raw["space"] = {**raw["space"], **(space or {})}
-    raw["task"] = {**raw["task"], **(task or {})}
-    return StudySpec.from_dict(raw)
 
 
 def _contexts(facts: int, spec: StudySpec, samples: int) -> int:
@@ -114,7 +105,7 @@ class _Recall:
 
     def spec(self, subjects: int, bits: int) -> StudySpec:
         facts = subjects * subjects
-        return _variant(self.base, f"{NAME}_h{self.heads}_m{self.width}",
+        return spec_variant(self.base, f"{NAME}_h{self.heads}_m{self.width}",
                         {"heads": [self.heads], "widths": [self.width], "w_bits": [bits]},
                         {"subjects": subjects, "relations": subjects,
                          "contexts": _contexts(facts, self.base, self.samples)})
@@ -234,7 +225,7 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     if cap is None:
         cap = r.capacity(FLOAT_BITS, _top(r.params))
     subjects = cap["subjects"] or 2
-    spec = _variant(r.spec(subjects, FLOAT_BITS), base.name, {"w_bits": base.space["w_bits"]})
+    spec = spec_variant(r.spec(subjects, FLOAT_BITS), base.name, {"w_bits": base.space["w_bits"]})
     if quick and trials is None:
         spec = spec.replace(trials=cfg["study_trials"])
     log(f"{NAME}: 3. which groups need the bits: {spec.trials} trials of H {size[0]} m {size[1]} at S = R = "

@@ -27,7 +27,7 @@ from typing import Any
 
 from optuna.trial import FixedTrial
 
-from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec
+from bitnas.experiments.base import Log, ModuleExperiment, load_experiment_spec, spec_variant
 from bitnas.experiments.schemes import measure, pct, plan_params, took, write_report
 from bitnas.hardware_models.base import Cost
 from bitnas.plan import FLOAT_BITS, describe_arch, describe_plan
@@ -47,15 +47,6 @@ QUICK = {"study": {"trials": 3}, "task": {"epochs": 2, "qat_epochs": 1, "teacher
          "space": {"d_model": [8], "depth": [1]}}
 QUICK_MAMBA = {"study": {"trials": 3}, "task": {"epochs": 2, "qat_epochs": 1},
                "space": {"d_model": [8], "d_state": [4], "layers": [1]}}
-
-
-def _variant(spec: StudySpec, name: str, space: dict[str, Any] | None = None,
-             task: dict[str, Any] | None = None) -> StudySpec:
-    raw = spec.to_dict()
-    raw["study"] = {**raw["study"], "name": name}
-    raw["space"] = {**raw["space"], **(space or {})}
-    raw["task"] = {**raw["task"], **(task or {})}
-    return StudySpec.from_dict(raw)
 
 
 def _row(label: str, r: dict[str, Any], plan: str = "", arch: str = "") -> dict[str, Any]:
@@ -97,24 +88,25 @@ def run(out_dir: Path, *, quick: bool = False, trials: int | None = None,
     floats = {"w_bits": [FLOAT_BITS], "a_bits": [8, FLOAT_BITS]}
     # 1. the FP teacher, in float; 2. the largest student at int8 PTQ
     teacher_epochs = tspec.train.teacher_epochs or tspec.train.epochs  # trained as KD trains it
-    fp = _variant(tspec, f"{tspec.name}_teacher", {**{k: [teacher[k]] for k in ("d_model", "depth", "heads")},
-                                                   **floats}, {"qat": "off", "epochs": teacher_epochs})
+    fp = spec_variant(tspec, f"{tspec.name}_teacher",
+                      {**{k: [teacher[k]] for k in ("d_model", "depth", "heads")}, **floats},
+                      {"qat": "off", "epochs": teacher_epochs})
     rows = [_measured(_context(fp, out_dir), WeightChoice(FLOAT_BITS, "uniform"), "FP teacher (float)", log)]
     largest = {k: [max(tspec.space[k])] for k in ("d_model", "depth")}
-    student = _variant(tspec, f"{tspec.name}_int8", {**largest, "w_bits": [8]}, {"qat": "off"})
+    student = spec_variant(tspec, f"{tspec.name}_int8", {**largest, "w_bits": [8]}, {"qat": "off"})
     rows.append(_measured(_context(student, out_dir), WeightChoice(8, "uniform"),
                           "transformer student, int8 PTQ", log))
     # 3. the searched students, without and with distillation
     fronts = {}
     for kd in (False, True):
         label = "transformer, searched" + (" + KD" if kd else "")
-        spec = _variant(tspec, f"{tspec.name}{'_kd' if kd else ''}", task={"kd": kd})
+        spec = spec_variant(tspec, f"{tspec.name}{'_kd' if kd else ''}", task={"kd": kd})
         log(f"{NAME}: {label}: {spec.trials} trials under {spec.constraints['ram_bytes']:,.0f} B of RAM")
         result = run_search(spec, out_dir / spec.name, storage_url=storage_url, log=log)
         fronts[label] = _front(result, label)
     # 4. Mamba without compression; 5. Mamba searched, its state bits included
     largest = {k: [max(mspec.space[k])] for k in ("d_model", "d_state", "layers")}
-    mfp = _variant(mspec, f"{mspec.name}_float", {**largest, **floats, "state_bits": [FLOAT_BITS]},
+    mfp = spec_variant(mspec, f"{mspec.name}_float", {**largest, **floats, "state_bits": [FLOAT_BITS]},
                    {"qat": "off"})
     rows.append(_measured(_context(mfp, out_dir), WeightChoice(FLOAT_BITS, "uniform"),
                           "Mamba, no compression (float)", log))

@@ -130,9 +130,6 @@ class _TokenSpace(SearchSpace):
         self.precision = PrecisionChoices(w_bits, a_bits, quantizers, group_w_bits, self.quantizer_options)
         self.precision.check_groups(set(self.all_groups()))
 
-    def example_input(self) -> Tensor:
-        return torch.zeros(1, *self.input_shape)  # token 0 everywhere: a valid sequence to trace
-
     def _plan(self, trial: optuna.trial.BaseTrial, groups: Sequence[str]) -> QuantPlan:
         return QuantPlan({g: self.precision.suggest(trial, g) for g in groups})
 
